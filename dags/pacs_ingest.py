@@ -1,0 +1,116 @@
+"""
+### pacs_ingest — landing folders → online tier + DuckDB catalogue
+
+Every 15 minutes (``PACS_INGEST_SCHEDULE``), for every landing location of the configuration
+(``PACS_CONFIG``):
+
+1. **resubmit** — only when the ``resubmit_reasons`` / ``resubmit_ids`` params are set: send
+   quarantined files back to landing (e.g. after a patient mismatch was fixed in the RIS).
+2. **sweep** — list landing, take files unchanged for ``settle_seconds``, write batch
+   manifests; batches left open by an interrupted run are resumed first.
+3. **process** (one mapped task per batch) — hash, read the DICOM header, validate, store the
+   file in the online tier (or quarantine it with its reason).
+4. **merge** (pool ``pacs_catalogue``, one slot: the only catalogue writer) — duplicates,
+   patient mismatches and SOP conflicts are decided against the catalogue; everything is
+   upserted in one transaction.
+5. **finalize** — landing files are deleted, only now that their outcome is committed.
+6. **snapshot** — the Parquet snapshot for analysts is refreshed and the ``pacs_catalogue``
+   Asset is updated with the run's counts.
+
+Any task can be killed and re-run: the journal under the ``work`` location resumes it with
+nothing lost or duplicated. Logs and XCom carry batch ids and counts, never patient data.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import Param, dag, task
+from pacs.assets import CATALOGUE
+from pacs.catalogue import POOL
+
+
+@dag(
+    dag_id="pacs_ingest",
+    schedule=os.environ.get("PACS_INGEST_SCHEDULE", "*/15 * * * *"),
+    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["pacs", "intake"],
+    default_args={
+        "retries": 3,
+        "retry_delay": timedelta(seconds=30),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": timedelta(minutes=10),
+    },
+    params={
+        "resubmit_reasons": Param([], type="array", items={"type": "string"},
+                                  description="Re-submit quarantined files with these reason codes."),
+        "resubmit_ids": Param([], type="array", items={"type": "string"},
+                              description="Re-submit these quarantine ids (<batch_id>:<row>)."),
+    },
+)
+def pacs_ingest() -> None:
+    @task(pool=POOL)
+    def resubmit(params: dict[str, Any] | None = None) -> dict[str, Any]:
+        from pacs.config import load_config
+        from pacs.quarantine import resubmit as resubmit_files
+
+        params = params or {}
+        return resubmit_files(load_config(), reasons=params.get("resubmit_reasons") or None,
+                              ids=params.get("resubmit_ids") or None)
+
+    @task
+    def sweep(run_id: str | None = None) -> list[str]:
+        from pacs.config import load_config
+        from pacs.ingest import sweep as sweep_landing
+
+        return sweep_landing(load_config(), run_id=run_id or "manual")
+
+    @task
+    def process(batch_id: str) -> dict[str, Any]:
+        from pacs.config import load_config
+        from pacs.ingest import process_batch
+
+        return process_batch(load_config(), batch_id)
+
+    @task(pool=POOL, trigger_rule="all_done")
+    def merge(batch_ids: list[str], run_id: str | None = None) -> dict[str, Any]:
+        from pacs.config import load_config
+        from pacs.ingest import merge_batches
+
+        return merge_batches(load_config(), batch_ids, run_id=run_id or "manual")
+
+    @task(trigger_rule="all_done")
+    def finalize(batch_ids: list[str]) -> dict[str, int]:
+        from pacs.config import load_config
+        from pacs.ingest import finalize_batches
+
+        return finalize_batches(load_config(), batch_ids)
+
+    @task(pool=POOL, trigger_rule="all_done", outlets=[CATALOGUE])
+    def snapshot(summary: dict[str, Any], cleaned: dict[str, int], outlet_events: Any = None) -> dict[str, Any]:
+        from pacs.config import load_config
+        from pacs.ingest import refresh_snapshot
+
+        info = refresh_snapshot(load_config())
+        extra = {**(summary or {}), **(cleaned or {}), "snapshot_partitions_rewritten": info["rewritten"]}
+        if outlet_events is not None:
+            outlet_events[CATALOGUE].extra = extra
+        return extra
+
+    batch_ids = sweep()
+    resubmit() >> batch_ids
+    processed = process.expand(batch_id=batch_ids)
+    summary = merge(batch_ids)
+    processed >> summary
+    cleaned = finalize(batch_ids)
+    summary >> cleaned
+    snapshot(summary, cleaned)
+
+
+pacs_ingest()

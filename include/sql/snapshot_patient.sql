@@ -1,0 +1,1 @@
+SELECT * FROM patient ORDER BY patient_id

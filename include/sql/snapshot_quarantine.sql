@@ -1,0 +1,1 @@
+SELECT * FROM quarantine ORDER BY quarantined_at, quarantine_id

@@ -1,0 +1,576 @@
+"""The steps of ``pacs_ingest``: sweep → process (one task per batch) → merge → finalize.
+
+- **sweep** lists every landing location, takes files unchanged for ``settle_seconds`` that no
+  open batch owns, and writes batch manifests to the journal (streaming: bounded memory for
+  any backlog). Open batches of earlier, interrupted runs are resumed first.
+- **process** reads each file once: sha256, header (pydicom, header only), validation; stores
+  good files in the online tier under the UID layout (copy, or rename when landing and online
+  share a filesystem) and rejected files in quarantine with a JSON sidecar.
+- **merge** (single writer, pool ``pacs_catalogue``) decides duplicates and catalogue-level
+  rejects and upserts everything in one transaction.
+- **finalize** deletes landing files — only after their outcome is committed.
+
+Every step is idempotent; see :mod:`pacs.journal` for how a killed step resumes.
+Nothing here logs patient data: counts, batch ids and reason codes only.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import datetime as dt
+import json
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pacs import catalogue, journal, storage
+from pacs.config import Config, Location
+from pacs.dicom import HeaderError, read_header, read_header_bytes
+from pacs.layout import image_key, quarantine_key
+from pacs.quarantine import RESUBMIT_FOLDER
+from pacs.validation import UIDS, UNSAFE_PATH, is_valid_uid, validate
+
+log = logging.getLogger(__name__)
+
+MEMORY_LIMIT = 64 * 1024 * 1024  # files up to this size are read once into memory
+JOURNAL_RETENTION = dt.timedelta(days=7)
+
+_STR = pa.string()
+_DATE = pa.date32()
+_INT = pa.int32()
+HEADER_SCHEMA = [
+    ("patient_id", _STR), ("issuer_of_patient_id", _STR), ("patient_name", _STR), ("patient_birth_date", _DATE),
+    ("patient_sex", _STR), ("patient_age", _STR), ("study_instance_uid", _STR), ("study_date", _DATE),
+    ("study_time", _STR), ("accession_number", _STR), ("study_id", _STR), ("study_description", _STR),
+    ("referring_physician_name", _STR), ("institution_name", _STR), ("series_instance_uid", _STR),
+    ("modality", _STR), ("series_number", _INT), ("series_description", _STR), ("series_date", _DATE),
+    ("body_part_examined", _STR), ("manufacturer", _STR), ("manufacturer_model_name", _STR),
+    ("station_name", _STR), ("sop_instance_uid", _STR), ("sop_class_uid", _STR), ("instance_number", _INT),
+    ("content_date", _DATE), ("rows", _INT), ("columns", _INT), ("number_of_frames", _INT),
+    ("bits_allocated", _INT), ("transfer_syntax_uid", _STR),
+]
+STAGED_SCHEMA = pa.schema([
+    ("batch_id", _STR), ("row_no", _INT), ("source_uri", _STR), ("source_path", _STR),
+    ("landing", _INT), ("source_size", pa.int64()), ("source_mtime_ns", pa.int64()),
+    ("received_at", pa.timestamp("us", tz="UTC")), ("status", _STR), ("reason", _STR), ("detail", _STR),
+    ("sha256", _STR), ("size_bytes", pa.int64()), ("dst_uri", _STR), ("move", pa.bool_()),
+    ("in_place", pa.bool_()), ("quarantine_uri", _STR), ("sidecar_uri", _STR),
+    *HEADER_SCHEMA,
+])
+_HEADER_COLS = [name for name, _ in HEADER_SCHEMA]
+_UID_COLS = [col for _, col in UIDS]
+
+
+# ---------------------------------------------------------------------------------------------
+# sweep
+# ---------------------------------------------------------------------------------------------
+
+def _walk_local(loc: Location, cfg: Config) -> Iterator[dict[str, Any]]:
+    """Regular files and links under a local landing root; links are never followed out of it."""
+    root = os.path.realpath(loc.root)
+    stack = [loc.root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except PermissionError:
+            log.warning("landing folder not readable; skipped (batch files elsewhere continue)")
+            continue
+        for entry in sorted(entries, key=lambda e: e.name):
+            if cfg.ingest.ignored(entry.name) or entry.name.startswith(storage.TMP_MARK):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if entry.is_symlink():
+                target = os.path.realpath(entry.path)
+                inside = target == root or target.startswith(root + os.sep)
+                if inside and os.path.isdir(target):
+                    continue  # its content is swept through its real path
+                if inside and os.path.isfile(target):
+                    tst = os.stat(entry.path)
+                    yield {"path": entry.path, "size": tst.st_size, "mtime_ns": max(st.st_mtime_ns, tst.st_mtime_ns),
+                           "link": "inside"}
+                    continue
+                detail = ("link points outside its landing root" if not inside and os.path.exists(target)
+                          else "link target does not exist" if not os.path.exists(target)
+                          else "link points to something that is not a regular file")
+                yield {"path": entry.path, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "link": "unsafe",
+                       "detail": detail}
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+            elif entry.is_file(follow_symlinks=False):
+                yield {"path": entry.path, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "link": None}
+            # sockets, FIFOs and devices are not files a modality sends; they are left alone
+
+
+def _walk_object(loc: Location, cfg: Config) -> Iterator[dict[str, Any]]:
+    fs = loc.fs
+    if not fs.exists(loc.root):
+        return
+    for path, info in sorted(fs.find(loc.root, detail=True).items()):
+        name = path.rsplit("/", 1)[-1]
+        if info.get("type") != "file" or cfg.ingest.ignored(name):
+            continue
+        modified = info.get("LastModified") or info.get("mtime") or info.get("last_modified")
+        if isinstance(modified, dt.datetime):
+            mtime_ns = int(modified.timestamp() * 1e9)
+        elif modified is not None:
+            mtime_ns = int(float(modified) * 1e9)
+        else:
+            mtime_ns = 0
+        yield {"path": path, "size": int(info.get("size") or 0), "mtime_ns": mtime_ns, "link": None}
+
+
+def walk_landing(loc: Location, cfg: Config) -> Iterator[dict[str, Any]]:
+    return _walk_local(loc, cfg) if loc.is_local else _walk_object(loc, cfg)
+
+
+def sweep(cfg: Config, *, run_id: str = "manual", now: dt.datetime | None = None,
+          limit: int | None = None) -> list[str]:
+    """Write manifests for new settled files; return open batches to resume plus the new ones."""
+    now = now or dt.datetime.now(dt.UTC)
+    work = cfg.work
+    resumed = journal.open_batches(work)
+    claimed = journal.claimed_sources(work, resumed)
+    journal.prune_done(work, JOURNAL_RETENTION, now)
+    limit = limit or cfg.ingest.max_files_per_run
+    settle_ns = cfg.settle_seconds * 1_000_000_000
+    wall_ns = time.time_ns()
+    token_ids = iter(journal.new_batch_ids(limit // cfg.ingest.batch_size + 2, now))
+    new_ids: list[str] = []
+    current: list[dict[str, Any]] = []
+    taken = 0
+
+    def flush() -> None:
+        if not current:
+            return
+        batch_id = next(token_ids)
+        for i, f in enumerate(current):
+            f["row"] = i
+        journal.write_json(work, batch_id, journal.MANIFEST, {
+            "batch_id": batch_id, "run_id": run_id, "created_at": now.isoformat(), "files": current,
+        })
+        new_ids.append(batch_id)
+        current.clear()
+
+    unsettled = 0
+    # Re-submitted files are published atomically by pacs itself: no need to wait for them.
+    resubmitted = cfg.landing[0].path(RESUBMIT_FOLDER) + ("/" if not cfg.landing[0].is_local else os.sep)
+    for index, loc in enumerate(cfg.landing):
+        for f in walk_landing(loc, cfg):
+            uri = loc.uri(f["path"])
+            if uri in claimed:
+                continue
+            settled = wall_ns - f["mtime_ns"] >= settle_ns or (index == 0 and f["path"].startswith(resubmitted))
+            if not settled:
+                unsettled += 1
+                continue
+            f["uri"] = uri
+            f["landing"] = index
+            current.append(f)
+            taken += 1
+            if len(current) >= cfg.ingest.batch_size:
+                flush()
+            if taken >= limit:
+                break
+        if taken >= limit:
+            break
+    flush()
+    log.info("sweep: %d new file(s) in %d batch(es), %d open batch(es) resumed, %d file(s) not settled yet",
+             taken, len(new_ids), len(resumed), unsettled)
+    return resumed + new_ids
+
+
+# ---------------------------------------------------------------------------------------------
+# process
+# ---------------------------------------------------------------------------------------------
+
+def _same_fs(a: Location, b: Location) -> bool:
+    if not (a.is_local and b.is_local):
+        return False
+    os.makedirs(b.root, exist_ok=True)
+    return storage.same_device(a.root, b.root)
+
+
+def _sidecar(cfg: Config, row: dict[str, Any], qpath: str) -> str:
+    side = qpath.rsplit(".", 1)[0] + ".json"
+    body = {
+        "reason": row["reason"], "detail": row["detail"], "source_uri": row["source_uri"],
+        "batch_id": row["batch_id"], "row": row["row_no"], "sha256": row["sha256"],
+        "size_bytes": row["size_bytes"], "quarantined_at": dt.datetime.now(dt.UTC).isoformat(),
+    }
+    data = json.dumps(body, indent=1).encode()
+    storage.write(cfg.quarantine, side, data, storage.hash_bytes(data), fsync=cfg.ingest.fsync, overwrite=True)
+    return cfg.quarantine.uri(side)
+
+
+def _reject(row: dict[str, Any], reason: str, detail: str, header: dict[str, Any] | None) -> None:
+    row["status"], row["reason"], row["detail"] = "rejected", reason, detail
+    for col in _UID_COLS:  # keep only identifiers that are safe to record
+        value = (header or {}).get(col)
+        row[col] = value if is_valid_uid(value) else None
+
+
+def _quarantine_bytes(cfg: Config, row: dict[str, Any], data: bytes | None, src_fs: Any = None,
+                      src_path: str | None = None, suffix: str = ".dcm") -> None:
+    """Store a rejected file's original bytes (and sidecar) under its deterministic key."""
+    qpath = cfg.quarantine.path(quarantine_key(row["reason"], row["batch_id"], row["row_no"], suffix))
+    if data is not None:
+        storage.write(cfg.quarantine, qpath, data, row["sha256"] or storage.hash_bytes(data),
+                      fsync=cfg.ingest.fsync, overwrite=True, tag=row["batch_id"])
+    else:
+        written = storage.copy_stream(src_fs, src_path, cfg.quarantine, qpath, fsync=cfg.ingest.fsync,
+                                      overwrite=True, tag=row["batch_id"])
+        row["sha256"], row["size_bytes"] = written.sha256, written.size
+    row["quarantine_uri"] = cfg.quarantine.uri(qpath)
+    row["sidecar_uri"] = _sidecar(cfg, row, qpath)
+
+
+def _base_row(batch_id: str, f: dict[str, Any]) -> dict[str, Any]:
+    row = dict.fromkeys(STAGED_SCHEMA.names)
+    row.update(
+        batch_id=batch_id, row_no=f["row"], source_uri=f["uri"], source_path=f["path"], landing=f["landing"],
+        source_size=f["size"], source_mtime_ns=f["mtime_ns"],
+        received_at=dt.datetime.fromtimestamp(f["mtime_ns"] / 1e9, dt.UTC), move=False,
+    )
+    return row
+
+
+def examine(cfg: Config, batch_id: str, f: dict[str, Any], move_ok: bool, move_quarantine: bool
+            ) -> dict[str, Any]:
+    """Read, hash, parse and validate one landing file, and store it unless it is to be renamed.
+
+    With ``move_ok``/``move_quarantine`` the file is only planned (``move`` set); the rename
+    happens in :func:`_apply_moves` once the plan is in the journal.
+    """
+    row = _base_row(batch_id, f)
+    loc = cfg.landing[f["landing"]]
+    src = f["path"]
+    if f.get("link") == "unsafe":
+        try:
+            target = os.readlink(src).encode()
+        except OSError:
+            target = b""
+        row["size_bytes"] = len(target)
+        row["sha256"] = storage.hash_bytes(target)
+        _reject(row, UNSAFE_PATH, f.get("detail", "unsafe link"), None)
+        _quarantine_bytes(cfg, row, target, suffix=".link")
+        return row
+    data: bytes | None = None
+    try:
+        if loc.is_local and f["size"] <= MEMORY_LIMIT:
+            data = storage.read_local(src)
+            row["sha256"], row["size_bytes"] = storage.hash_bytes(data), len(data)
+            try:
+                header = read_header_bytes(data)
+            except HeaderError as exc:
+                header, problem = None, exc
+            else:
+                problem = None
+        else:
+            # Object storage (or a very large file): header from small-block reads first.
+            row["size_bytes"] = f["size"]
+            try:
+                header = read_header(loc.fs, src, size=f["size"])
+            except HeaderError as exc:
+                header, problem = None, exc
+            else:
+                problem = None
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        row["status"], row["detail"] = "deferred", f"could not read the landing file: {type(exc).__name__}"
+        return row
+
+    if problem is not None:
+        _reject(row, problem.reason, problem.detail, None)
+    else:
+        rejection = validate(header)
+        if rejection is not None:
+            _reject(row, rejection.reason, rejection.detail, header)
+        else:
+            row.update({k: header.get(k) for k in _HEADER_COLS})
+            row["status"] = "ok"
+
+    link = f.get("link") == "inside"
+    if row["status"] == "rejected":
+        if move_quarantine and data is not None and not link:
+            row["move"] = True
+            row["quarantine_uri"] = cfg.quarantine.uri(
+                cfg.quarantine.path(quarantine_key(row["reason"], batch_id, row["row_no"])))
+        else:
+            _quarantine_bytes(cfg, row, data, loc.fs, src)
+        return row
+
+    key = image_key(row["study_date"], row["study_instance_uid"], row["series_instance_uid"],
+                    row["sop_instance_uid"])
+    dst = cfg.online.path(key)
+    row["dst_uri"] = cfg.online.uri(dst)
+    if move_ok and data is not None and not link:
+        row["move"] = True
+        return row
+    if data is not None:
+        created = storage.write(cfg.online, dst, data, row["sha256"], fsync=cfg.ingest.fsync, tag=batch_id)
+        row["in_place"] = created or _holds(cfg.online, dst, row["sha256"])
+    else:
+        written = storage.copy_stream(loc.fs, src, cfg.online, dst, fsync=cfg.ingest.fsync, tag=batch_id)
+        row["sha256"], row["size_bytes"] = written.sha256, written.size
+        row["in_place"] = written.created or _holds(cfg.online, dst, row["sha256"])
+    return row
+
+
+def _holds(loc: Location, path: str, sha256: str) -> bool:
+    """Whether an existing file at ``path`` has exactly the bytes with ``sha256``."""
+    try:
+        got, _ = storage.hash_local(path) if loc.is_local else storage.hash_path(loc.fs, path)
+    except FileNotFoundError:
+        return False
+    return got == sha256
+
+
+def _apply_moves(cfg: Config, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rename planned files out of landing (same filesystem). Safe to repeat after a crash."""
+    for row in rows:
+        if not row["move"]:
+            continue
+        src = row["source_path"]
+        if row["status"] == "ok":
+            dst = cfg.online.path_of_uri(row["dst_uri"])
+            if os.path.lexists(src):
+                moved = storage.move_local(src, dst, fsync=cfg.ingest.fsync)
+                row["in_place"] = moved or _holds(cfg.online, dst, row["sha256"])
+            else:  # already moved by the interrupted attempt
+                row["in_place"] = _holds(cfg.online, dst, row["sha256"])
+                if not row["in_place"]:
+                    row["status"], row["detail"] = "deferred", "the landing file vanished before it was stored"
+        else:
+            qpath = cfg.quarantine.path_of_uri(row["quarantine_uri"])
+            if os.path.lexists(src):
+                if not storage.move_local(src, qpath, fsync=cfg.ingest.fsync):
+                    if _holds(cfg.quarantine, qpath, row["sha256"]):
+                        os.unlink(src)
+                    else:
+                        raise storage.StorageError(
+                            f"quarantine slot of batch {row['batch_id']} row {row['row_no']} holds other bytes")
+            elif not _holds(cfg.quarantine, qpath, row["sha256"]):
+                row["status"], row["detail"] = "deferred", "the landing file vanished before it was quarantined"
+                row["reason"], row["quarantine_uri"] = None, None
+                continue
+            row["sidecar_uri"] = _sidecar(cfg, row, qpath)
+    return rows
+
+
+def _counts(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    status = Counter(r["status"] for r in rows)
+    reasons = Counter(r["reason"] for r in rows if r["status"] == "rejected")
+    return {"files": len(rows), "ok": status["ok"], "rejected": status["rejected"],
+            "deferred": status["deferred"], "bytes": sum(r["size_bytes"] or 0 for r in rows),
+            "reasons": dict(sorted(reasons.items()))}
+
+
+def _table(rows: list[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=STAGED_SCHEMA)
+
+
+def process_batch(cfg: Config, batch_id: str, *, workers: int | None = None) -> dict[str, Any]:
+    """Process one batch; returns counts (no patient data). Idempotent and resumable."""
+    work = cfg.work
+    if journal.has(work, batch_id, journal.STORED):
+        return _counts(journal.read_table(work, batch_id, journal.STORED).to_pylist())
+    if journal.has(work, batch_id, journal.STAGED):
+        rows = _apply_moves(cfg, journal.read_table(work, batch_id, journal.STAGED).to_pylist())
+        journal.write_table(work, batch_id, journal.STORED, _table(rows))
+        return _counts(rows)
+    files = journal.read_json(work, batch_id, journal.MANIFEST)["files"]
+    move_ok = {i: _same_fs(loc, cfg.online) for i, loc in enumerate(cfg.landing)}
+    move_q = {i: _same_fs(loc, cfg.quarantine) for i, loc in enumerate(cfg.landing)}
+    n = workers or cfg.ingest.workers
+    args = [(cfg, batch_id, f, move_ok[f["landing"]], move_q[f["landing"]]) for f in files]
+    if n <= 1 or len(files) < 2:
+        rows = [examine(*a) for a in args]
+    else:
+        with cf.ThreadPoolExecutor(max_workers=n, thread_name_prefix=f"pacs-{batch_id[-4:]}") as pool:
+            rows = list(pool.map(lambda a: examine(*a), args))
+    if any(r["move"] for r in rows):
+        journal.write_table(work, batch_id, journal.STAGED, _table(rows))
+        rows = _apply_moves(cfg, rows)
+    # An earlier, killed attempt may have left temporary files; they carry this batch's id.
+    folders = {os.path.dirname(cfg.online.path_of_uri(r["dst_uri"])) for r in rows if r["dst_uri"]}
+    folders |= {os.path.dirname(cfg.quarantine.path_of_uri(r["quarantine_uri"])) for r in rows if r["quarantine_uri"]}
+    if cfg.online.is_local:
+        storage.clean_temp_files(folders, batch_id)
+    journal.write_table(work, batch_id, journal.STORED, _table(rows))
+    counts = _counts(rows)
+    log.info("batch %s: %d file(s), %d ok, %d rejected %s, %d deferred", batch_id, counts["files"],
+             counts["ok"], counts["rejected"], counts["reasons"], counts["deferred"])
+    return counts
+
+
+# ---------------------------------------------------------------------------------------------
+# merge
+# ---------------------------------------------------------------------------------------------
+
+def _late_quarantine(cfg: Config) -> Any:
+    def place(late: pa.Table) -> pa.Table:
+        out = {"batch_id": [], "row_no": [], "quarantine_uri": [], "sidecar_uri": []}
+        for r in late.to_pylist():
+            src_loc = cfg.landing[r["landing"]]
+            src = r["source_path"]
+            if storage.exists(src_loc, src):
+                fs, path = src_loc.fs, src
+            elif r["in_place"]:
+                fs, path = cfg.online.fs, cfg.online.path_of_uri(r["dst_uri"])
+            else:
+                raise storage.StorageError(f"batch {r['batch_id']} row {r['row_no']}: no copy left to quarantine")
+            row = {k: r[k] for k in ("batch_id", "row_no", "reason", "detail", "source_uri", "sha256",
+                                     "size_bytes")}
+            _quarantine_bytes(cfg, row, None, fs, path)
+            if row["sha256"] != r["sha256"]:
+                raise storage.StorageError(f"batch {r['batch_id']} row {r['row_no']}: bytes changed while quarantining")
+            for k in out:
+                out[k].append(row[k])
+        return pa.table(out, schema=pa.schema([("batch_id", _STR), ("row_no", _INT), ("quarantine_uri", _STR),
+                                               ("sidecar_uri", _STR)]))
+    return place
+
+
+def merge_batches(cfg: Config, batch_ids: list[str], *, run_id: str = "manual",
+                  now: dt.datetime | None = None) -> dict[str, Any]:
+    """Merge processed batches into the catalogue (the single writer). Idempotent."""
+    work = cfg.work
+    now = now or dt.datetime.now(dt.UTC)
+    ready = [b for b in batch_ids if journal.has(work, b, journal.STORED)]
+    not_ready = sorted(set(batch_ids) - set(ready))
+    if not_ready:
+        log.warning("%d batch(es) not processed yet; they stay open for the next run", len(not_ready))
+    total = catalogue.MergeResult()
+    with catalogue.opened(cfg.duckdb) as con:
+        done = catalogue.merged_batches(con, ready)
+        for b in done:  # committed by an interrupted attempt: only the marker is missing
+            if not journal.has(work, b, journal.MERGED):
+                journal.mark(work, b, journal.MERGED, catalogue.outcomes_from_catalogue(con, b))
+        pending = [b for b in ready if b not in done]
+        group: list[pa.Table] = []
+        rows = 0
+
+        def flush() -> None:
+            nonlocal rows
+            if not group:
+                return
+            staged = pa.concat_tables(group)
+            ids = sorted(set(staged.column("batch_id").to_pylist()))
+
+            def write_outcomes(outcomes: pa.Table) -> None:
+                for b in ids:
+                    mask = pc.equal(outcomes.column("batch_id"), b)
+                    journal.write_table(work, b, journal.OUTCOME, outcomes.filter(mask))
+
+            result = catalogue.merge(con, staged, run_id=run_id, now=now,
+                                     quarantine_late_rejects=_late_quarantine(cfg), write_outcomes=write_outcomes)
+            for b in ids:
+                journal.mark(work, b, journal.MERGED, result.batches.get(b, {}))
+            total.batches.update(result.batches)
+            total.bytes_catalogued += result.bytes_catalogued
+            for k, v in result.reasons.items():
+                total.reasons[k] = total.reasons.get(k, 0) + v
+            group.clear()
+            rows = 0
+
+        for b in pending:
+            t = journal.read_table(work, b, journal.STORED)
+            group.append(t)
+            rows += t.num_rows
+            if rows >= cfg.ingest.merge_chunk_rows:
+                flush()
+        flush()
+    summary = total.as_dict()
+    log.info("merge: %s", summary)
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# finalize
+# ---------------------------------------------------------------------------------------------
+
+def _unchanged(loc: Location, path: str, size: int, mtime_ns: int) -> bool:
+    """Whether a landing file is still the one the sweep saw (else it is left for the next sweep)."""
+    if loc.is_local:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return False
+        if os.path.islink(path):
+            return st.st_mtime_ns <= mtime_ns
+        return st.st_size == size and st.st_mtime_ns == mtime_ns
+    try:
+        info = loc.fs.info(path)
+    except FileNotFoundError:
+        return False
+    return int(info.get("size") or 0) == size
+
+
+def finalize_batch(cfg: Config, batch_id: str) -> dict[str, Any]:
+    """Delete the landing files of a merged batch, and our own copies the merge did not keep."""
+    work = cfg.work
+    if journal.has(work, batch_id, journal.DONE):
+        return journal.read_json(work, batch_id, journal.DONE)
+    if not journal.has(work, batch_id, journal.MERGED):
+        return {"batch_id": batch_id, "state": "not merged"}
+    outcomes = journal.read_table(work, batch_id, journal.OUTCOME).to_pylist()
+    landing_of = {f["row"]: f["landing"] for f in journal.iter_manifest_files(work, batch_id)}
+    removed = kept = dropped = 0
+    for r in outcomes:
+        if r["outcome"] == "deferred":
+            kept += 1
+            continue
+        loc = cfg.landing[landing_of[r["row_no"]]]
+        if _unchanged(loc, r["source_path"], r["source_size"], r["source_mtime_ns"]):
+            storage.remove(loc, r["source_path"])
+            removed += 1
+        if r.get("delete_dst") and storage.remove(cfg.online, cfg.online.path_of_uri(r["dst_uri"])):
+            dropped += 1
+    info = {"batch_id": batch_id, "landing_removed": removed, "left_in_landing": kept,
+            "uncatalogued_copies_removed": dropped}
+    journal.mark(work, batch_id, journal.DONE, info)
+    return info
+
+
+def finalize_batches(cfg: Config, batch_ids: list[str]) -> dict[str, int]:
+    totals: Counter[str] = Counter()
+    for b in batch_ids:
+        info = finalize_batch(cfg, b)
+        for k in ("landing_removed", "left_in_landing", "uncatalogued_copies_removed"):
+            totals[k] += int(info.get(k, 0))
+    log.info("finalize: %s", dict(totals))
+    return dict(totals)
+
+
+# ---------------------------------------------------------------------------------------------
+# whole run (CLI, tests, benchmarks); the DAG runs the same steps as tasks
+# ---------------------------------------------------------------------------------------------
+
+def refresh_snapshot(cfg: Config) -> dict[str, Any]:
+    with catalogue.opened(cfg.duckdb) as con:
+        return catalogue.refresh_snapshot(con, cfg.parquet)
+
+
+def run_ingest(cfg: Config, *, run_id: str = "manual", now: dt.datetime | None = None,
+               snapshot: bool = True) -> dict[str, Any]:
+    """Sweep, process, merge, finalize and refresh the snapshot, in this process."""
+    ids = sweep(cfg, run_id=run_id, now=now)
+    for b in ids:
+        process_batch(cfg, b)
+    merged = merge_batches(cfg, ids, run_id=run_id, now=now)
+    finalize_batches(cfg, ids)
+    if snapshot:
+        merged["snapshot"] = refresh_snapshot(cfg)
+    return merged

@@ -1,0 +1,306 @@
+"""Byte movement between locations: copy with sha256 in one pass, atomic writes, safe deletes.
+
+Every write lands under a temporary name and is published with a no-replace link (local) or a
+conditional put with a SHA-256 checksum (object storage), so a reader never sees half a file
+and an existing file is never overwritten. Nothing here decides *what* to move; the ingest,
+lifecycle and fixity modules do.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import hashlib
+import logging
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from fsspec import AbstractFileSystem
+
+from pacs.config import Location
+
+log = logging.getLogger(__name__)
+
+CHUNK = 4 * 1024 * 1024
+TMP_MARK = ".pacs-tmp-"
+
+
+class StorageError(OSError):
+    """A write or verification on a tier failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """Outcome of a publish: the final path, its digest and size, and whether we created it."""
+
+    path: str
+    sha256: str
+    size: int
+    created: bool
+
+
+def sha256_b64(hex_digest: str) -> str:
+    """The base64 form S3 uses for ``ChecksumSHA256``."""
+    return base64.b64encode(bytes.fromhex(hex_digest)).decode()
+
+
+def hash_bytes(data: bytes | memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def hash_path(fs: AbstractFileSystem, path: str) -> tuple[str, int]:
+    """sha256 and size of a file, streamed in chunks."""
+    h = hashlib.sha256()
+    size = 0
+    with fs.open(path, "rb", block_size=CHUNK) as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+def hash_local(path: str) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+def read_local(path: str) -> bytes:
+    with open(path, "rb", buffering=0) as f:
+        return f.read()
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _tmp_name(path: str, tag: str = "") -> str:
+    head, tail = os.path.split(path)
+    return os.path.join(head, f"{TMP_MARK}{tag}{'-' if tag else ''}{uuid.uuid4().hex[:8]}-{tail}")
+
+
+def _publish_local(tmp: str, path: str, *, overwrite: bool) -> bool:
+    """Move ``tmp`` to ``path``; without overwrite, an existing ``path`` is left untouched."""
+    if overwrite:
+        os.replace(tmp, path)
+        return True
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        os.unlink(tmp)
+        return False
+    except OSError as exc:  # filesystems without hard links
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+            raise
+        if os.path.lexists(path):
+            os.unlink(tmp)
+            return False
+        os.rename(tmp, path)
+        return True
+    os.unlink(tmp)
+    return True
+
+
+def write_local(path: str, data: bytes | memoryview, *, fsync: bool, overwrite: bool = False,
+                tag: str = "") -> bool:
+    """Atomically write ``data`` to a local ``path``; return False if it already existed.
+
+    ``tag`` marks the temporary name so that an interrupted writer can clean up its own leftovers.
+    """
+    if not overwrite and os.path.lexists(path):
+        return False
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = _tmp_name(path, tag)
+    with open(tmp, "wb", buffering=0) as f:
+        f.write(data)
+        if fsync:
+            os.fsync(f.fileno())
+    created = _publish_local(tmp, path, overwrite=overwrite)
+    if fsync and created:
+        _fsync_dir(os.path.dirname(path))
+    return created
+
+
+def move_local(src: str, dst: str, *, fsync: bool) -> bool:
+    """Rename ``src`` to ``dst`` on one filesystem without replacing an existing ``dst``.
+
+    Returns True when ``dst`` now holds ``src``'s file (also when a previous, interrupted call
+    had already linked it), False when ``dst`` held another file and ``src`` was left alone.
+    """
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        if os.path.exists(src) and os.path.samefile(src, dst):
+            os.unlink(src)  # resumed after a crash between link and unlink
+            return True
+        return False
+    os.unlink(src)
+    if fsync:
+        _fsync_dir(os.path.dirname(dst))
+        _fsync_dir(os.path.dirname(src))
+    return True
+
+
+def same_device(a: str, b: str) -> bool:
+    """Whether two existing local folders live on one filesystem (so rename works)."""
+    try:
+        return os.stat(a).st_dev == os.stat(b).st_dev
+    except FileNotFoundError:
+        return False
+
+
+def write_object(loc: Location, path: str, data: bytes, sha256: str, *, overwrite: bool = False) -> bool:
+    """Put ``data`` to object storage with its SHA-256 checksum; a compliant server rejects a
+    body that does not match. Without overwrite, an existing object is left untouched."""
+    kwargs: dict[str, str] = {"ChecksumAlgorithm": "SHA256", "ChecksumSHA256": sha256_b64(sha256)}
+    if not overwrite:
+        kwargs["IfNoneMatch"] = "*"
+    try:
+        loc.fs.pipe_file(path, data, **kwargs)
+    except FileExistsError:
+        return False
+    return True
+
+
+def write(loc: Location, path: str, data: bytes, sha256: str, *, fsync: bool, overwrite: bool = False,
+          tag: str = "") -> bool:
+    """Write ``data`` to ``path`` in ``loc`` atomically and without replacing (unless asked)."""
+    if loc.is_local:
+        return write_local(path, data, fsync=fsync, overwrite=overwrite, tag=tag)
+    return write_object(loc, path, data, sha256, overwrite=overwrite)
+
+
+def copy_stream(src_fs: AbstractFileSystem, src: str, loc: Location, dst: str, *, fsync: bool,
+                overwrite: bool = False, tag: str = "") -> Written:
+    """Stream ``src`` into ``dst`` computing sha256 in the same pass (for files too big to hold)."""
+    h = hashlib.sha256()
+    size = 0
+    if loc.is_local:
+        if not overwrite and os.path.lexists(dst):
+            sha, size = hash_path(src_fs, src)
+            return Written(dst, sha, size, False)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        tmp = _tmp_name(dst, tag)
+        with src_fs.open(src, "rb", block_size=CHUNK) as fin, open(tmp, "wb", buffering=0) as fout:
+            while chunk := fin.read(CHUNK):
+                h.update(chunk)
+                fout.write(chunk)
+                size += len(chunk)
+            if fsync:
+                os.fsync(fout.fileno())
+        created = _publish_local(tmp, dst, overwrite=overwrite)
+        return Written(dst, h.hexdigest(), size, created)
+    if not overwrite and loc.fs.exists(dst):
+        sha, size = hash_path(src_fs, src)
+        return Written(dst, sha, size, False)
+    # Multipart upload publishes atomically on completion.
+    with src_fs.open(src, "rb", block_size=CHUNK) as fin, loc.fs.open(dst, "wb", block_size=8 * 1024 * 1024) as fout:
+        while chunk := fin.read(CHUNK):
+            h.update(chunk)
+            fout.write(chunk)
+            size += len(chunk)
+    return Written(dst, h.hexdigest(), size, True)
+
+
+def remote_sha256(loc: Location, path: str) -> str | None:
+    """The SHA-256 the object store recorded for an object (hex), if it keeps one."""
+    bucket, _, key = path.partition("/")
+    try:
+        head = loc.fs.call_s3("head_object", Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+    except FileNotFoundError:
+        return None
+    b64 = head.get("ChecksumSHA256")
+    if not b64 or "-" in b64:  # multipart composite checksums are not whole-object digests
+        return None
+    return base64.b64decode(b64).hex()
+
+
+def verify(loc: Location, path: str, sha256: str, size: int, *, read_back: bool = True) -> bool:
+    """Whether ``path`` holds exactly the bytes with ``sha256``/``size``."""
+    fs = loc.fs
+    try:
+        info_size = os.path.getsize(path) if loc.is_local else fs.info(path)["size"]
+    except FileNotFoundError:
+        return False
+    if info_size != size:
+        return False
+    if not read_back and not loc.is_local:
+        recorded = remote_sha256(loc, path)
+        if recorded is not None:
+            return recorded == sha256
+    got, _ = hash_local(path) if loc.is_local else hash_path(fs, path)
+    return got == sha256
+
+
+def remove(loc_or_fs: Location | AbstractFileSystem, path: str) -> bool:
+    """Delete a file if present; True if something was deleted."""
+    if isinstance(loc_or_fs, Location) and loc_or_fs.is_local:
+        try:
+            os.unlink(path)
+            return True
+        except FileNotFoundError:
+            return False
+    fs = loc_or_fs.fs if isinstance(loc_or_fs, Location) else loc_or_fs
+    try:
+        fs.rm_file(path)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def exists(loc: Location, path: str) -> bool:
+    if loc.is_local:
+        return os.path.lexists(path)
+    return loc.fs.exists(path)
+
+
+def iter_files(loc: Location, prefix: str | None = None) -> Iterator[tuple[str, int]]:
+    """Every (path, size) under the location (or one of its sub-prefixes), temp files skipped."""
+    root = loc.root if prefix is None else loc.path(prefix)
+    if loc.is_local:
+        for dirpath, _dirs, files in os.walk(root):
+            for name in files:
+                if name.startswith(TMP_MARK):
+                    continue
+                p = os.path.join(dirpath, name)
+                try:
+                    yield p, os.lstat(p).st_size
+                except FileNotFoundError:
+                    continue
+        return
+    if not loc.fs.exists(root):
+        return
+    for p, info in loc.fs.find(root, detail=True).items():
+        if os.path.basename(p).startswith(TMP_MARK):
+            continue
+        yield p, int(info.get("size") or 0)
+
+
+def clean_temp_files(folders: set[str], tag: str) -> int:
+    """Remove the temporary files that an interrupted writer with ``tag`` left in ``folders``."""
+    removed = 0
+    mark = f"{TMP_MARK}{tag}-"
+    for dirpath in folders:
+        try:
+            names = os.listdir(dirpath)
+        except FileNotFoundError:
+            continue
+        for name in names:
+            if name.startswith(mark):
+                try:
+                    os.unlink(os.path.join(dirpath, name))
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+    return removed
