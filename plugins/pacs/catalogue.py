@@ -169,7 +169,7 @@ def merge(
             con.unregister("late_placed")
             missing = con.execute(
                 "SELECT count(*) FROM decided WHERE outcome = 'quarantined' AND quarantine_uri IS NULL"
-            ).fetchone()[0]
+            ).fetchall()[0][0]
             if missing:
                 raise RuntimeError(f"{missing} rejected file(s) have no quarantined copy; not committing")
         run(con, "merge_apply", {"now": now, "run_id": run_id})
@@ -197,12 +197,13 @@ def merge(
 
 
 def outcomes_from_catalogue(con: duckdb.DuckDBPyConnection, batch_id: str) -> dict[str, Any]:
-    row = con.execute(
+    rows = con.execute(
         "SELECT files, catalogued, duplicates, quarantined, deferred, bytes FROM ingest_batch WHERE batch_id = $b",
         {"b": batch_id},
-    ).fetchone()
-    if row is None:
+    ).fetchall()
+    if not rows:
         return {}
+    row = rows[0]
     keys = ("files", "catalogued", "duplicates", "quarantined", "deferred", "bytes")
     return dict(zip(keys, row, strict=True))
 

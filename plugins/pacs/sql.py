@@ -52,3 +52,21 @@ def params_for(statement: str, params: dict[str, object]) -> dict[str, object]:
     if missing:
         raise KeyError(f"SQL parameter(s) {sorted(missing)} not provided")
     return {k: v for k, v in params.items() if k in used}
+
+
+def named_queries(name: str) -> dict[str, str]:
+    """Queries of a file whose statements each follow a ``-- name: <query name>`` line."""
+    out: dict[str, str] = {}
+    current: str | None = None
+    lines: list[str] = []
+    for line in load(name).splitlines():
+        m = re.match(r"\s*--\s*name:\s*([A-Za-z0-9_]+)\s*$", line)
+        if m:
+            if current:
+                out[current] = "\n".join(lines).strip().rstrip(";")
+            current, lines = m.group(1), []
+        elif current is not None and not line.strip().startswith("--"):
+            lines.append(line)
+    if current:
+        out[current] = "\n".join(lines).strip().rstrip(";")
+    return out

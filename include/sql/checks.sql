@@ -1,0 +1,46 @@
+-- Invariant checks of the catalogue (`pacs check`, tests). Each query counts violations.
+
+-- name: duplicate_sop_instances
+SELECT count(*) FROM (SELECT sop_instance_uid FROM image GROUP BY 1 HAVING count(*) > 1);
+
+-- name: images_without_series
+SELECT count(*) FROM image i ANTI JOIN series s USING (series_instance_uid);
+
+-- name: series_without_study
+SELECT count(*) FROM series s ANTI JOIN study st USING (study_instance_uid);
+
+-- name: studies_without_patient
+SELECT count(*) FROM study st ANTI JOIN patient p USING (patient_id);
+
+-- name: image_study_differs_from_series
+SELECT count(*) FROM image i JOIN series s USING (series_instance_uid)
+WHERE i.study_instance_uid <> s.study_instance_uid;
+
+-- name: series_aggregates_wrong
+SELECT count(*) FROM series s
+LEFT JOIN (SELECT series_instance_uid, count(*) AS n, sum(size_bytes) AS b FROM image GROUP BY 1) a
+    USING (series_instance_uid)
+WHERE s.image_count <> coalesce(a.n, 0) OR s.size_bytes <> coalesce(a.b, 0);
+
+-- name: study_aggregates_wrong
+SELECT count(*) FROM study st
+LEFT JOIN (
+    SELECT study_instance_uid, count(DISTINCT series_instance_uid) AS series_n, count(*) AS n, sum(size_bytes) AS b,
+           count(*) FILTER (WHERE online_uri IS NOT NULL) AS online_n,
+           count(*) FILTER (WHERE offline_uri IS NOT NULL) AS offline_n
+    FROM image GROUP BY 1
+) a USING (study_instance_uid)
+WHERE st.image_count <> coalesce(a.n, 0) OR st.size_bytes <> coalesce(a.b, 0)
+   OR st.series_count <> coalesce(a.series_n, 0)
+   OR st.online_image_count <> coalesce(a.online_n, 0) OR st.offline_image_count <> coalesce(a.offline_n, 0);
+
+-- name: patient_study_counts_wrong
+SELECT count(*) FROM patient p
+LEFT JOIN (SELECT patient_id, count(*) AS n FROM study GROUP BY 1) a USING (patient_id)
+WHERE p.study_count <> coalesce(a.n, 0);
+
+-- name: image_tier_without_copy
+SELECT count(*) FROM image
+WHERE (tier = 'online' AND (online_uri IS NULL OR uri <> online_uri))
+   OR (tier = 'offline' AND (offline_uri IS NULL OR online_uri IS NOT NULL))
+   OR tier NOT IN ('online', 'offline');
