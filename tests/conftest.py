@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -23,7 +24,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "plugins") not in sys.path:
     sys.path.insert(0, str(ROOT / "plugins"))
 
-# Tests never touch the user's Airflow or S3 settings.
+# Tests never touch the user's Airflow or S3 settings: a private AIRFLOW_HOME for the session,
+# set before anything imports airflow.
+if "PACS_TEST_AIRFLOW_HOME" not in os.environ:
+    os.environ["PACS_TEST_AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="pacs-test-airflow-")
+os.environ["AIRFLOW_HOME"] = os.environ["PACS_TEST_AIRFLOW_HOME"]
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(ROOT / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(ROOT / "plugins"))
@@ -32,6 +37,19 @@ os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(ROOT / "plugins"))
 @pytest.fixture(scope="session")
 def project_root() -> Path:
     return ROOT
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """Airflow's metadata DB (SQLite) in the session's AIRFLOW_HOME, with the catalogue pool."""
+    home = Path(os.environ["AIRFLOW_HOME"])
+    airflow = Path(sys.executable).with_name("airflow")
+    if not (home / ".migrated").exists():
+        subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True)
+        subprocess.run([str(airflow), "pools", "set", "pacs_catalogue", "1", "catalogue writer"],
+                       check=True, capture_output=True)
+        (home / ".migrated").touch()
+    return home
 
 
 def write_config(base: Path, **overrides: Any) -> Path:
