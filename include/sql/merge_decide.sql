@@ -35,50 +35,60 @@ early AS (
     END AS early_outcome
     FROM known
 ),
--- Among files still in the running, the first received copy of each SOP instance wins.
+-- Among files still in the running, the first received copy of each SOP instance wins, even
+-- when a later one (another batch) reached the online path first: that one is quarantined and
+-- the winner's bytes replace it before COMMIT (replace_dst).
 sop_first AS (
     SELECT e.sop_instance_uid,
            arg_min(e.sha256, (e.received_at, e.source_uri, e.batch_id, e.row_no)) AS first_sha256,
-           min((e.received_at, e.source_uri, e.batch_id, e.row_no)) AS first_key
+           min((e.received_at, e.source_uri, e.batch_id, e.row_no)) AS first_key,
+           bool_or(coalesce(e.in_place, false)) AS any_in_place
     FROM early e SEMI JOIN multi_sop m USING (sop_instance_uid)
     WHERE e.early_outcome IS NULL
     GROUP BY e.sop_instance_uid
 ),
+ranked AS (
+    SELECT e.*,
+           f.first_sha256,
+           f.first_key IS NULL OR f.first_key = (e.received_at, e.source_uri, e.batch_id, e.row_no) AS is_first,
+           coalesce(e.in_place, false) OR coalesce(f.any_in_place, false) AS placeable
+    FROM early e LEFT JOIN sop_first f USING (sop_instance_uid)
+),
 decided_ok AS (
-    SELECT e.* EXCLUDE (cat_sha256, owner_patient_id, early_outcome, reason, detail),
+    SELECT * EXCLUDE (cat_sha256, owner_patient_id, early_outcome, reason, detail, first_sha256, is_first, placeable),
         CASE
-            WHEN e.early_outcome = 'duplicate' THEN 'duplicate'
-            WHEN e.early_outcome IS NOT NULL THEN 'quarantined'
-            WHEN f.first_sha256 IS NOT NULL AND f.first_sha256 <> e.sha256 THEN 'quarantined'
-            WHEN f.first_sha256 IS NOT NULL
-                 AND f.first_key <> (e.received_at, e.source_uri, e.batch_id, e.row_no) THEN 'duplicate'
-            WHEN NOT e.in_place THEN 'quarantined'
-            ELSE 'catalogued'
+            WHEN early_outcome = 'duplicate' THEN 'duplicate'
+            WHEN early_outcome IS NOT NULL THEN 'quarantined'
+            WHEN NOT is_first AND first_sha256 = sha256 THEN 'duplicate'
+            WHEN NOT is_first THEN 'quarantined'
+            WHEN placeable THEN 'catalogued'
+            ELSE 'quarantined'
         END AS outcome,
         CASE
-            WHEN e.early_outcome IN ('sop_conflict', 'patient_mismatch') THEN e.early_outcome
-            WHEN e.early_outcome = 'duplicate' THEN NULL
-            WHEN f.first_sha256 IS NOT NULL AND f.first_sha256 <> e.sha256 THEN 'sop_conflict'
-            WHEN f.first_sha256 IS NOT NULL
-                 AND f.first_key <> (e.received_at, e.source_uri, e.batch_id, e.row_no) THEN NULL
-            WHEN NOT e.in_place THEN 'sop_conflict'
+            WHEN early_outcome IN ('sop_conflict', 'patient_mismatch') THEN early_outcome
+            WHEN early_outcome = 'duplicate' THEN NULL
+            WHEN NOT is_first AND first_sha256 = sha256 THEN NULL
+            WHEN NOT is_first THEN 'sop_conflict'
+            WHEN placeable THEN NULL
+            ELSE 'sop_conflict'
         END AS reason,
         CASE
-            WHEN e.early_outcome = 'sop_conflict'
+            WHEN early_outcome = 'sop_conflict'
                 THEN 'the SOP instance is already catalogued with different bytes'
-            WHEN e.early_outcome = 'patient_mismatch'
+            WHEN early_outcome = 'patient_mismatch'
                 THEN 'the study is already catalogued, or was received earlier, under another patient ID'
-            WHEN e.early_outcome = 'duplicate' THEN NULL
-            WHEN f.first_sha256 IS NOT NULL AND f.first_sha256 <> e.sha256
+            WHEN early_outcome = 'duplicate' THEN NULL
+            WHEN NOT is_first AND first_sha256 = sha256 THEN NULL
+            WHEN NOT is_first
                 THEN 'a file with this SOP instance UID and different bytes was received earlier'
-            WHEN f.first_sha256 IS NOT NULL
-                 AND f.first_key <> (e.received_at, e.source_uri, e.batch_id, e.row_no) THEN NULL
-            WHEN NOT e.in_place
-                THEN 'the online tier already holds different, uncatalogued bytes for this SOP instance'
-        END AS detail
-    FROM early e LEFT JOIN sop_first f USING (sop_instance_uid)
+            WHEN placeable THEN NULL
+            ELSE 'the online tier already holds different, uncatalogued bytes for this SOP instance'
+        END AS detail,
+        (early_outcome IS NULL AND is_first AND placeable AND NOT coalesce(in_place, false)) AS replace_dst
+    FROM ranked
 )
 SELECT * FROM decided_ok
 UNION ALL BY NAME
-SELECT s.*, CASE s.status WHEN 'rejected' THEN 'quarantined' ELSE 'deferred' END AS outcome
+SELECT s.*, CASE s.status WHEN 'rejected' THEN 'quarantined' ELSE 'deferred' END AS outcome,
+       false AS replace_dst
 FROM staged s WHERE s.status <> 'ok';

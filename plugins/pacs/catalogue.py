@@ -144,12 +144,14 @@ def merge(
     now: dt.datetime,
     quarantine_late_rejects: Callable[[pa.Table], pa.Table],
     write_outcomes: Callable[[pa.Table], None],
+    place_winners: Callable[[pa.Table], None] | None = None,
 ) -> MergeResult:
     """Merge staged rows of one or more batches in one transaction.
 
     ``quarantine_late_rejects`` receives the rows the catalogue rejects (patient_mismatch,
     sop_conflict) and must store their bytes, returning (batch_id, row_no, quarantine_uri,
-    sidecar_uri); ``write_outcomes`` persists every file's outcome for the finalize step.
+    sidecar_uri); ``place_winners`` then puts the bytes of first-received files whose online
+    path a later file had taken; ``write_outcomes`` persists every file's outcome for finalize.
     Both run before COMMIT, so a crash anywhere leaves either nothing or everything committed.
     """
     con.execute("BEGIN TRANSACTION")
@@ -172,6 +174,12 @@ def merge(
             ).fetchall()[0][0]
             if missing:
                 raise RuntimeError(f"{missing} rejected file(s) have no quarantined copy; not committing")
+        winners = con.sql("SELECT * FROM decided WHERE replace_dst ORDER BY batch_id, row_no").to_arrow_table()
+        if winners.num_rows:
+            if place_winners is None:
+                raise RuntimeError("files must be placed in the online tier but no placer was given")
+            place_winners(winners)
+            con.execute("UPDATE decided SET in_place = true WHERE replace_dst")
         run(con, "merge_apply", {"now": now, "run_id": run_id})
         outcomes = con.sql(sql.load("merge_outcomes")).select(*OUTCOME_COLUMNS).to_arrow_table()
         write_outcomes(outcomes)

@@ -90,8 +90,8 @@ def _print_summary(info: dict[str, Any]) -> None:
     print(f"  .venv/bin/duckdb -readonly {info['catalogue']} \\")
     print("    \"SELECT modality, count(*) AS images, round(sum(size_bytes)/1e9, 2) AS gb "
           "FROM image JOIN series USING (series_instance_uid) GROUP BY ALL ORDER BY images DESC\"")
-    print(f"  or over the snapshot: SELECT study_year, count(*) FROM read_parquet('{info['parquet']}/study/*/*.parquet',"
-          " hive_partitioning = true) GROUP BY ALL ORDER BY 1;")
+    print("  or over the snapshot: SELECT study_year, count(*) FROM "
+          f"read_parquet('{info['parquet']}/study/*/*.parquet', hive_partitioning = true) GROUP BY ALL ORDER BY 1;")
 
 
 def check(cfg: Any) -> list[str]:

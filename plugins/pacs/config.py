@@ -186,6 +186,7 @@ class IngestSettings:
     workers: int = 2
     ignore: tuple[str, ...] = (".*", "*.part", "*.tmp", "*~")
     fsync: bool = True
+    rename: bool = True  # rename instead of copy when landing and a tier share a filesystem
     merge_chunk_rows: int = 250_000
 
     def ignored(self, name: str) -> bool:

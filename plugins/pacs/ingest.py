@@ -391,8 +391,9 @@ def process_batch(cfg: Config, batch_id: str, *, workers: int | None = None) -> 
         journal.write_table(work, batch_id, journal.STORED, _table(rows))
         return _counts(rows)
     files = journal.read_json(work, batch_id, journal.MANIFEST)["files"]
-    move_ok = {i: _same_fs(loc, cfg.online) for i, loc in enumerate(cfg.landing)}
-    move_q = {i: _same_fs(loc, cfg.quarantine) for i, loc in enumerate(cfg.landing)}
+    rename = cfg.ingest.rename
+    move_ok = {i: rename and _same_fs(loc, cfg.online) for i, loc in enumerate(cfg.landing)}
+    move_q = {i: rename and _same_fs(loc, cfg.quarantine) for i, loc in enumerate(cfg.landing)}
     n = workers or cfg.ingest.workers
     args = [(cfg, batch_id, f, move_ok[f["landing"]], move_q[f["landing"]]) for f in files]
     if n <= 1 or len(files) < 2:
@@ -433,13 +434,35 @@ def _late_quarantine(cfg: Config) -> Any:
                 raise storage.StorageError(f"batch {r['batch_id']} row {r['row_no']}: no copy left to quarantine")
             row = {k: r[k] for k in ("batch_id", "row_no", "reason", "detail", "source_uri", "sha256",
                                      "size_bytes")}
-            _quarantine_bytes(cfg, row, None, fs, path)
-            if row["sha256"] != r["sha256"]:
-                raise storage.StorageError(f"batch {r['batch_id']} row {r['row_no']}: bytes changed while quarantining")
+            qpath = cfg.quarantine.path(quarantine_key(row["reason"], row["batch_id"], row["row_no"]))
+            if _holds(cfg.quarantine, qpath, r["sha256"]):  # done by an interrupted attempt
+                row["quarantine_uri"] = cfg.quarantine.uri(qpath)
+                row["sidecar_uri"] = _sidecar(cfg, row, qpath)
+            else:
+                _quarantine_bytes(cfg, row, None, fs, path)
+                if row["sha256"] != r["sha256"]:
+                    raise storage.StorageError(
+                        f"batch {r['batch_id']} row {r['row_no']}: bytes changed while quarantining")
             for k in out:
                 out[k].append(row[k])
         return pa.table(out, schema=pa.schema([("batch_id", _STR), ("row_no", _INT), ("quarantine_uri", _STR),
                                                ("sidecar_uri", _STR)]))
+    return place
+
+
+def _place_winners(cfg: Config) -> Any:
+    """Put first-received files where a later file of the same SOP instance had landed first."""
+
+    def place(rows: pa.Table) -> None:
+        for r in rows.to_pylist():
+            dst = cfg.online.path_of_uri(r["dst_uri"])
+            if _holds(cfg.online, dst, r["sha256"]):
+                continue  # placed by an interrupted attempt
+            src_loc = cfg.landing[r["landing"]]
+            written = storage.copy_stream(src_loc.fs, r["source_path"], cfg.online, dst, fsync=cfg.ingest.fsync,
+                                          overwrite=True, tag=r["batch_id"])
+            if written.sha256 != r["sha256"]:
+                raise storage.StorageError(f"batch {r['batch_id']} row {r['row_no']}: landing file changed")
     return place
 
 
@@ -475,7 +498,8 @@ def merge_batches(cfg: Config, batch_ids: list[str], *, run_id: str = "manual",
                     journal.write_table(work, b, journal.OUTCOME, outcomes.filter(mask))
 
             result = catalogue.merge(con, staged, run_id=run_id, now=now,
-                                     quarantine_late_rejects=_late_quarantine(cfg), write_outcomes=write_outcomes)
+                                     quarantine_late_rejects=_late_quarantine(cfg), write_outcomes=write_outcomes,
+                                     place_winners=_place_winners(cfg))
             for b in ids:
                 journal.mark(work, b, journal.MERGED, result.batches.get(b, {}))
             total.batches.update(result.batches)

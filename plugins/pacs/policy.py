@@ -139,7 +139,8 @@ def parse_policy(raw: Any, *, online_capacity: int | None = None) -> Policy:
     capacity = online_capacity
     if marks is not None:
         if not isinstance(marks, dict) or set(marks) - {"high", "low", "capacity"}:
-            raise PolicyError("policy.watermarks: expected a mapping with 'high', 'low' (fractions) and optional 'capacity'")
+            raise PolicyError(
+                "policy.watermarks: expected a mapping with 'high', 'low' (fractions) and optional 'capacity'")
         high = _number(marks.get("high"), "watermarks.high")
         low = _number(marks.get("low", high), "watermarks.low")
         if not 0 < low <= high <= 1:
@@ -150,7 +151,8 @@ def parse_policy(raw: Any, *, online_capacity: int | None = None) -> Policy:
             except ConfigError as exc:
                 raise PolicyError(str(exc)) from exc
         if not capacity:
-            raise PolicyError("policy.watermarks: needs the online capacity (watermarks.capacity or capacity.online_bytes)")
+            raise PolicyError(
+                "policy.watermarks: needs the online capacity (watermarks.capacity or capacity.online_bytes)")
         kw["high_watermark"], kw["low_watermark"] = high, low
     kw["online_capacity_bytes"] = capacity
     if "packing" in raw:

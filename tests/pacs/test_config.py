@@ -1,0 +1,120 @@
+"""Configuration loading: the contract's keys, locations, relative paths and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from pacs.config import ConfigError, load_config, parse_size
+from pacs.policy import PolicyError, load_policy, parse_policy
+
+
+def _write(tmp_path: Path, data: dict) -> Path:
+    p = tmp_path / "cfg" / "pacs.yaml"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+BASE = {
+    "landing": ["landing"],
+    "online": "data/online",
+    "offline": {"url": "s3://pacs-offline/archive", "storage_options": {"endpoint_url": "http://x"},
+                "conn_id": "aws_pacs"},
+    "quarantine": "file:///srv/q",
+    "catalogue": {"duckdb": "cat/pacs.duckdb", "parquet": "cat/parquet"},
+}
+
+
+def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, BASE))
+    folder = tmp_path / "cfg"
+    assert cfg.landing[0].root == str(folder / "landing")
+    assert cfg.online.root == str(folder / "data/online")
+    assert cfg.quarantine.root == "/srv/q"
+    assert cfg.duckdb == folder / "cat/pacs.duckdb"
+    assert cfg.settle_seconds == 60
+    assert cfg.offline.protocol == "s3" and cfg.offline.root == "pacs-offline/archive"
+    assert cfg.offline.conn_id == "aws_pacs"
+    assert cfg.offline.path("2024/01/x.dcm") == "pacs-offline/archive/2024/01/x.dcm"
+    assert cfg.offline.uri(cfg.offline.path("a.dcm")) == "s3://pacs-offline/archive/a.dcm"
+
+
+def test_pacs_config_environment_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PACS_CONFIG", str(_write(tmp_path, BASE)))
+    assert load_config().path == tmp_path / "cfg" / "pacs.yaml"
+
+
+def test_env_interpolation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PACS_TEST_ROOT", str(tmp_path / "x"))
+    cfg = load_config(_write(tmp_path, dict(BASE, online="${PACS_TEST_ROOT}/online", work="${NOPE:-w}")))
+    assert cfg.online.root == str(tmp_path / "x" / "online")
+    assert cfg.work.root.endswith("/cfg/w")
+    with pytest.raises(ConfigError, match="UNSET_VAR_XYZ"):
+        load_config(_write(tmp_path, dict(BASE, online="${UNSET_VAR_XYZ}")))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"landing": []}, "landing"),
+        ({"bogus": 1}, "bogus"),
+        ({"settle_seconds": -1}, "settle_seconds"),
+        ({"catalogue": {"duckdb": "x"}}, "catalogue"),
+        ({"online": {"path": "x"}}, "online"),
+        ({"ingest": {"batch_size": 0}}, "ingest.batch_size"),
+        ({"ingest": {"nope": 1}}, "nope"),
+        ({"offline": {"url": "s3://b/p", "storage_options": {"secret": "abc"}}}, "credentials"),
+    ],
+)
+def test_bad_configuration_names_the_key(tmp_path: Path, change: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(_write(tmp_path, {**BASE, **change}))
+
+
+def test_missing_required_key(tmp_path: Path) -> None:
+    data = dict(BASE)
+    del data["online"]
+    with pytest.raises(ConfigError, match="online"):
+        load_config(_write(tmp_path, data))
+
+
+def test_sizes() -> None:
+    assert parse_size("20 TB", "x") == 20 * 10**12
+    assert parse_size("1.5GiB", "x") == int(1.5 * 2**30)
+    assert parse_size(1024, "x") == 1024
+    with pytest.raises(ConfigError):
+        parse_size("lots", "x")
+
+
+def test_policy_defaults_and_overrides(tmp_path: Path) -> None:
+    pol = parse_policy(None)
+    assert pol.online_retention_years == 3 and pol.age_basis == "study_date"
+    pol = parse_policy({"online_retention_years": 2, "modality_overrides": {"MG": 10},
+                        "hold": {"patients": ["P1"], "studies": ["1.2.3"]},
+                        "watermarks": {"high": 0.9, "low": 0.8, "capacity": "10 TB"}})
+    assert pol.retention_years(["CT"]) == 2
+    assert pol.retention_years(["CT", "MG"]) == 10
+    assert pol.hold_patients == {"P1"} and pol.online_capacity_bytes == 10 * 10**12
+    cfg = load_config(_write(tmp_path, dict(BASE, policy={"online_retention_years": 5})))
+    assert load_policy(cfg).online_retention_years == 5
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"online_retention_years": "three"}, "online_retention_years"),
+        ({"age_basis": "acquired"}, "age_basis"),
+        ({"modality_overrides": {"MG": -1}}, "modality_overrides.MG"),
+        ({"hold": {"people": []}}, "hold"),
+        ({"watermarks": {"high": 0.5, "low": 0.9, "capacity": "1 TB"}}, "watermarks"),
+        ({"watermarks": {"high": 0.9}}, "capacity"),
+        ({"packing": "yes"}, "packing"),
+        ({"verify": "trust"}, "verify"),
+        ({"retention": 3}, "retention"),
+    ],
+)
+def test_bad_policy_names_the_key(raw: dict, key: str) -> None:
+    with pytest.raises(PolicyError, match=key):
+        parse_policy(raw)
