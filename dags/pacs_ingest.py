@@ -29,6 +29,7 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import Param, dag, task
+
 from pacs.assets import CATALOGUE
 from pacs.catalogue import POOL
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from pacs.config import ConfigError, load_config, parse_size
 from pacs.policy import PolicyError, load_policy, parse_policy
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import duckdb
 import pytest
+
 from pacs import journal, synth
 from pacs.cli import check
 from pacs.ingest import run_ingest
@@ -243,6 +244,7 @@ def reference_drop(tmp_path_factory: pytest.TempPathFactory) -> synth.SynthResul
 def reference_state(tmp_path_factory: pytest.TempPathFactory, reference_drop: synth.SynthResult):
     """The end state of one uninterrupted run, in each storage mode (paths made relative)."""
     from conftest import write_config
+
     from pacs.config import load_config
 
     states = {}

@@ -18,9 +18,10 @@ import duckdb
 import pydicom
 import pydicom.data
 import pytest
+from pydicom.data import get_testdata_files
+
 from pacs import journal
 from pacs.ingest import run_ingest
-from pydicom.data import get_testdata_files
 
 DATA = Path(pydicom.data.__file__).parent
 T0 = 1_600_000_000
@@ -170,6 +171,7 @@ def _expected(rel: str) -> str:
 @pytest.fixture(scope="module")
 def ingested(tmp_path_factory: pytest.TempPathFactory):
     from conftest import write_config
+
     from pacs.config import load_config
 
     base = tmp_path_factory.mktemp("pydicom-files")

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from pacs.config import Location
 from pacs.layout import UnsafePathError, image_key, quarantine_key, series_pack_key, study_prefix
 from pacs.validation import INVALID_DATE, INVALID_UID, MISSING_TAG, parse_date, uid_problem, validate
