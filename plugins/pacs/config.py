@@ -183,7 +183,7 @@ class IngestSettings:
     schedule: str | None = "*/15 * * * *"
     batch_size: int = 500
     max_files_per_run: int = 200_000
-    workers: int = 2
+    workers: int = max(1, min(os.cpu_count() or 1, 8))  # processes per batch
     ignore: tuple[str, ...] = (".*", "*.part", "*.tmp", "*~")
     fsync: bool = True
     rename: bool = True  # rename instead of copy when landing and a tier share a filesystem

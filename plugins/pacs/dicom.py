@@ -20,11 +20,14 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 import pydicom
+from pydicom.charset import convert_encodings, decode_bytes, default_encoding
+from pydicom.datadict import _dictionary_vr_fast, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_partial
 from pydicom.tag import BaseTag
+from pydicom.valuerep import TEXT_VR_DELIMS, PersonName
 
 log = logging.getLogger(__name__)
 
@@ -138,23 +141,80 @@ def _as_int(value: Any) -> int | None:
         return None
 
 
+def _slow_value(ds: Dataset, keyword: str, kind: str) -> Any:
+    """pydicom's own conversion (used when the fast path does not apply)."""
+    try:
+        elem = ds.get(keyword)
+    except Exception:  # noqa: BLE001 - a malformed optional value must not reject the file
+        raw = ds.get_item(keyword)  # identifiers are read raw so that validation can name the problem
+        elem = raw.value if raw is not None else None
+    return _as_int(elem) if kind == "int" else _text(elem)
+
+
+_TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC"})
+_FIELD_TAGS: tuple[tuple[int, str, str, str], ...] = tuple(
+    (int(tag_for_keyword(kw)), kw, col, kind) for kw, (col, kind) in HEADER_FIELDS.items()
+)
+
+
+def _encodings(ds: Dataset) -> list[str]:
+    elem = ds._dict.get(0x00080005)
+    if elem is None:
+        return [default_encoding]
+    value = elem.value
+    if isinstance(value, bytes):
+        value = [v.strip() for v in value.decode("ascii", "replace").split("\\")]
+    try:
+        return convert_encodings(value)
+    except Exception:  # noqa: BLE001 - an unknown charset falls back to the default
+        return [default_encoding]
+
+
 def _extract(ds: Dataset) -> dict[str, Any]:
+    """The catalogue's header columns.
+
+    Values are decoded straight from pydicom's raw elements (ASCII for UIDs, codes, dates and
+    numbers; the dataset's Specific Character Set for names and descriptions), which is several
+    times faster than pydicom's general element conversion; anything unusual falls back to it.
+    """
     row: dict[str, Any] = {}
-    for keyword, (column, kind) in HEADER_FIELDS.items():
+    encodings: list[str] | None = None
+    elements = ds._dict
+    for tag, keyword, column, kind in _FIELD_TAGS:
+        elem = elements.get(tag)
+        if elem is None:
+            row[column] = None
+            continue
+        if not isinstance(elem, RawDataElement) or elem.value is None or elem.length == 0xFFFFFFFF:
+            row[column] = _slow_value(ds, keyword, kind) if elem.value is not None or not isinstance(
+                elem, RawDataElement) else None
+            continue
+        raw: bytes = elem.value
+        vr = elem.VR or _dictionary_vr_fast(tag)
         try:
-            elem = ds.get(keyword)
-        except Exception:  # noqa: BLE001 - a malformed optional value must not reject the file
-            elem = None
-            if kind == "raw":
-                # Required identifiers are read raw so that validation can name the problem.
-                raw = ds.get_item(keyword)
-                elem = raw.value if raw is not None else None
-        if kind == "int":
-            row[column] = _as_int(elem)
-        elif kind == "pn":
-            row[column] = _text(elem)
-        else:
-            row[column] = _text(elem)
+            if vr == "US":
+                if len(raw) < 2:
+                    value: Any = None
+                else:
+                    value = struct.unpack("<H" if elem.is_little_endian else ">H", raw[:2])[0]
+            elif vr in ("IS", "DS"):
+                text = raw.decode("ascii").strip(" \x00").split("\\")[0].strip()
+                value = int(float(text)) if text else None
+            elif vr == "PN":
+                if encodings is None:
+                    encodings = _encodings(ds)
+                value = _text(str(PersonName(raw, encodings)))
+            elif vr in _TEXT_VRS:
+                if encodings is None:
+                    encodings = _encodings(ds)
+                value = _text(decode_bytes(raw, encodings, TEXT_VR_DELIMS))
+            else:  # UI, DA, TM, CS, AS: ASCII by definition
+                value = _text(raw.decode("ascii"))
+        except (UnicodeDecodeError, ValueError, OverflowError, LookupError):
+            value = _slow_value(ds, keyword, kind)
+        if kind == "int" and not isinstance(value, int):
+            value = _as_int(value)
+        row[column] = value
     return row
 
 

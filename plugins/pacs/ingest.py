@@ -369,6 +369,43 @@ def _apply_moves(cfg: Config, rows: list[dict[str, Any]]) -> list[dict[str, Any]
     return rows
 
 
+PARALLEL_MIN_FILES = 64
+_WORKER_CONFIGS: dict[str, Config] = {}
+
+
+def _init_worker(environ: dict[str, str]) -> None:
+    """Worker processes see the environment of the task that started them (credentials, paths)."""
+    os.environ.clear()
+    os.environ.update(environ)
+
+
+def _examine_chunk(config_path: str, batch_id: str, args: list[tuple[dict[str, Any], bool, bool]]
+                   ) -> list[dict[str, Any]]:
+    from pacs.config import load_config
+
+    cfg = _WORKER_CONFIGS.get(config_path)
+    if cfg is None:
+        cfg = _WORKER_CONFIGS[config_path] = load_config(config_path)
+    return [examine(cfg, batch_id, *a) for a in args]
+
+
+def _examine_parallel(cfg: Config, batch_id: str, args: list[tuple[dict[str, Any], bool, bool]], n: int
+                      ) -> list[dict[str, Any]]:
+    """Examine a batch in ``n`` worker processes (pydicom parsing holds the GIL, so threads
+    would not use the other cores). Workers come from a fork server, never from a fork of this
+    possibly multi-threaded task process."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["pacs.ingest"])
+    size = -(-len(args) // (n * 4))  # a few chunks per worker evens out uneven file sizes
+    chunks = [args[i:i + size] for i in range(0, len(args), size)]
+    with cf.ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_worker,
+                                initargs=(dict(os.environ),)) as pool:
+        parts = pool.map(_examine_chunk, [str(cfg.path)] * len(chunks), [batch_id] * len(chunks), chunks)
+        return [row for part in parts for row in part]
+
+
 def _counts(rows: list[dict[str, Any]]) -> dict[str, Any]:
     status = Counter(r["status"] for r in rows)
     reasons = Counter(r["reason"] for r in rows if r["status"] == "rejected")
@@ -395,12 +432,11 @@ def process_batch(cfg: Config, batch_id: str, *, workers: int | None = None) -> 
     move_ok = {i: rename and _same_fs(loc, cfg.online) for i, loc in enumerate(cfg.landing)}
     move_q = {i: rename and _same_fs(loc, cfg.quarantine) for i, loc in enumerate(cfg.landing)}
     n = workers or cfg.ingest.workers
-    args = [(cfg, batch_id, f, move_ok[f["landing"]], move_q[f["landing"]]) for f in files]
-    if n <= 1 or len(files) < 2:
-        rows = [examine(*a) for a in args]
+    args = [(f, move_ok[f["landing"]], move_q[f["landing"]]) for f in files]
+    if n <= 1 or len(files) < PARALLEL_MIN_FILES:
+        rows = [examine(cfg, batch_id, *a) for a in args]
     else:
-        with cf.ThreadPoolExecutor(max_workers=n, thread_name_prefix=f"pacs-{batch_id[-4:]}") as pool:
-            rows = list(pool.map(lambda a: examine(*a), args))
+        rows = _examine_parallel(cfg, batch_id, args, n)
     if any(r["move"] for r in rows):
         journal.write_table(work, batch_id, journal.STAGED, _table(rows))
         rows = _apply_moves(cfg, rows)
