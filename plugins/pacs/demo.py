@@ -48,7 +48,10 @@ def generate(cfg: Config, *, patients: int = 80) -> int:
     landing = Path(cfg.landing[0].root)
     _step(f"generating a small hospital ({patients} patients, 2022-2026) into {landing}")
     t0 = time.monotonic()
-    result = synth.generate_archive(landing / "modalities", seed=2026, patients=patients,
+    outside = Path(str(landing) + "-outside")  # where the demo's hostile link points
+    if outside.is_dir():
+        shutil.rmtree(outside)
+    result = synth.generate_archive(landing, seed=2026, patients=patients,
                                     start=dt.date(2022, 1, 1), end=dt.date(2026, 10, 31),
                                     count_scale=0.12, size_scale=0.25, bad=True, duplicates=20)
     counts = result.counts()
