@@ -13,7 +13,8 @@ Every 15 minutes (``PACS_INGEST_SCHEDULE``), for every landing location of the c
 4. **merge** (pool ``pacs_catalogue``, one slot: the only catalogue writer) — duplicates,
    patient mismatches and SOP conflicts are decided against the catalogue; everything is
    upserted in one transaction.
-5. **finalize** — landing files are deleted, only now that their outcome is committed.
+5. **finalize** (pool ``pacs_catalogue``) — landing files are deleted, only now that their
+   outcome is committed.
 6. **snapshot** — the Parquet snapshot for analysts is refreshed and the ``pacs_catalogue``
    Asset is updated with the run's counts.
 
@@ -86,7 +87,7 @@ def pacs_ingest() -> None:
 
         return merge_batches(load_config(), batch_ids, run_id=run_id or "manual")
 
-    @task(trigger_rule="all_done")
+    @task(pool=POOL, trigger_rule="all_done")
     def finalize(batch_ids: list[str]) -> dict[str, int]:
         from pacs.config import load_config
         from pacs.ingest import finalize_batches

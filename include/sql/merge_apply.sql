@@ -93,70 +93,9 @@ FROM decided
 WHERE outcome = 'quarantined'
 ON CONFLICT (quarantine_id) DO NOTHING;
 
--- Aggregates are recomputed from the images of every touched study, so they stay exact
--- whatever the order, repetition or partiality of the sends.
-CREATE OR REPLACE TEMP TABLE touched_series_stats AS
-SELECT i.study_instance_uid, i.series_instance_uid,
-       count(*) AS image_count,
-       sum(i.size_bytes) AS size_bytes,
-       count(*) FILTER (WHERE i.online_uri IS NOT NULL) AS online_image_count,
-       count(*) FILTER (WHERE i.offline_uri IS NOT NULL) AS offline_image_count,
-       min(i.received_at) AS first_received_at,
-       max(i.received_at) AS last_received_at
-FROM image i
-SEMI JOIN (SELECT DISTINCT study_instance_uid FROM new_images) t USING (study_instance_uid)
-GROUP BY ALL;
-
-UPDATE series SET
-    image_count = a.image_count,
-    size_bytes = a.size_bytes,
-    first_received_at = a.first_received_at,
-    last_received_at = a.last_received_at,
-    updated_at = $now
-FROM touched_series_stats a
-WHERE series.series_instance_uid = a.series_instance_uid
-  AND (series.image_count <> a.image_count OR series.size_bytes <> a.size_bytes
-       OR series.first_received_at IS DISTINCT FROM a.first_received_at
-       OR series.last_received_at IS DISTINCT FROM a.last_received_at);
-
-UPDATE study SET
-    series_count = a.series_count,
-    image_count = a.image_count,
-    size_bytes = a.size_bytes,
-    online_image_count = a.online_image_count,
-    offline_image_count = a.offline_image_count,
-    modalities_in_study = a.modalities_in_study,
-    first_received_at = a.first_received_at,
-    last_received_at = a.last_received_at,
-    updated_at = $now
-FROM (
-    SELECT s.study_instance_uid,
-           count(*)::INTEGER AS series_count,
-           sum(s.image_count) AS image_count,
-           sum(s.size_bytes) AS size_bytes,
-           sum(s.online_image_count) AS online_image_count,
-           sum(s.offline_image_count) AS offline_image_count,
-           list_sort(list_distinct(list(se.modality))) AS modalities_in_study,
-           min(s.first_received_at) AS first_received_at,
-           max(s.last_received_at) AS last_received_at
-    FROM touched_series_stats s JOIN series se USING (series_instance_uid)
-    GROUP BY s.study_instance_uid
-) a
-WHERE study.study_instance_uid = a.study_instance_uid;
-
-UPDATE patient SET
-    study_count = a.study_count,
-    first_study_date = a.first_study_date,
-    last_study_date = a.last_study_date,
-    updated_at = $now
-FROM (
-    SELECT st.patient_id, count(*)::INTEGER AS study_count,
-           min(st.study_date) AS first_study_date, max(st.study_date) AS last_study_date
-    FROM study st
-    SEMI JOIN (SELECT DISTINCT patient_id FROM new_images) p USING (patient_id)
-    GROUP BY st.patient_id
-) a
-WHERE patient.patient_id = a.patient_id;
+-- Aggregates of every touched study, its series and patient (include/sql/aggregates.sql).
+CREATE OR REPLACE TEMP TABLE touched_studies AS
+SELECT DISTINCT study_instance_uid FROM new_images;
 
 INSERT INTO ingest_batch (batch_id, run_id, files, catalogued, duplicates, quarantined, deferred, bytes, merged_at)
 SELECT batch_id, $run_id, count(*),

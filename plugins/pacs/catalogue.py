@@ -181,6 +181,7 @@ def merge(
             place_winners(winners)
             con.execute("UPDATE decided SET in_place = true WHERE replace_dst")
         run(con, "merge_apply", {"now": now, "run_id": run_id})
+        run(con, "aggregates", {"now": now})
         outcomes = con.sql(sql.load("merge_outcomes")).select(*OUTCOME_COLUMNS).to_arrow_table()
         write_outcomes(outcomes)
         counts = con.execute(

@@ -578,8 +578,17 @@ def _unchanged(loc: Location, path: str, size: int, mtime_ns: int) -> bool:
     return int(info.get("size") or 0) == size
 
 
-def finalize_batch(cfg: Config, batch_id: str) -> dict[str, Any]:
-    """Delete the landing files of a merged batch, and our own copies the merge did not keep."""
+def _referenced(con: Any, uri: str) -> bool:
+    rows = con.execute("SELECT count(*) FROM image WHERE online_uri = $u", {"u": uri}).fetchall()
+    return bool(rows[0][0])
+
+
+def finalize_batch(cfg: Config, batch_id: str, con: Any = None) -> dict[str, Any]:
+    """Delete the landing files of a merged batch, and our own copies the merge did not keep.
+
+    A copy is deleted only if the catalogue (``con``, the writer's connection) still does not
+    refer to its path: a recall may have adopted it since the merge.
+    """
     work = cfg.work
     if journal.has(work, batch_id, journal.DONE):
         return journal.read_json(work, batch_id, journal.DONE)
@@ -596,7 +605,8 @@ def finalize_batch(cfg: Config, batch_id: str) -> dict[str, Any]:
         if _unchanged(loc, r["source_path"], r["source_size"], r["source_mtime_ns"]):
             storage.remove(loc, r["source_path"])
             removed += 1
-        if r.get("delete_dst") and storage.remove(cfg.online, cfg.online.path_of_uri(r["dst_uri"])):
+        if r.get("delete_dst") and not (con is not None and _referenced(con, r["dst_uri"])) \
+                and storage.remove(cfg.online, cfg.online.path_of_uri(r["dst_uri"])):
             dropped += 1
     info = {"batch_id": batch_id, "landing_removed": removed, "left_in_landing": kept,
             "uncatalogued_copies_removed": dropped}
@@ -605,9 +615,14 @@ def finalize_batch(cfg: Config, batch_id: str) -> dict[str, Any]:
 
 
 def finalize_batches(cfg: Config, batch_ids: list[str]) -> dict[str, int]:
+    """Finalize merged batches (runs in the catalogue writer's pool: it checks the catalogue)."""
     totals: Counter[str] = Counter()
-    for b in batch_ids:
-        info = finalize_batch(cfg, b)
+    pending = [b for b in batch_ids if not journal.has(cfg.work, b, journal.DONE)]
+    if not pending:
+        return {}
+    with catalogue.opened(cfg.duckdb) as con:
+        infos = [finalize_batch(cfg, b, con) for b in pending]
+    for info in infos:
         for k in ("landing_removed", "left_in_landing", "uncatalogued_copies_removed"):
             totals[k] += int(info.get(k, 0))
     log.info("finalize: %s", dict(totals))

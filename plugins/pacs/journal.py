@@ -45,16 +45,16 @@ def new_batch_ids(n: int, when: dt.datetime) -> list[str]:
     return [f"{stamp}-{token}-{i:04d}" for i in range(n)]
 
 
-def _key(batch_id: str, name: str) -> str:
-    return f"{PREFIX}/{checked_batch_id(batch_id)}/{name}"
+def _key(batch_id: str, name: str, prefix: str = PREFIX) -> str:
+    return f"{prefix}/{checked_batch_id(batch_id)}/{name}"
 
 
-def path(work: Location, batch_id: str, name: str) -> str:
-    return work.path(_key(batch_id, name))
+def path(work: Location, batch_id: str, name: str, prefix: str = PREFIX) -> str:
+    return work.path(_key(batch_id, name, prefix))
 
 
-def has(work: Location, batch_id: str, name: str) -> bool:
-    p = path(work, batch_id, name)
+def has(work: Location, batch_id: str, name: str, prefix: str = PREFIX) -> bool:
+    p = path(work, batch_id, name, prefix)
     return os.path.exists(p) if work.is_local else work.fs.exists(p)
 
 
@@ -71,19 +71,19 @@ def _put(work: Location, p: str, data: bytes) -> None:
         work.fs.pipe_file(p, data)
 
 
-def write_json(work: Location, batch_id: str, name: str, obj: Any) -> None:
-    _put(work, path(work, batch_id, name), json.dumps(obj, default=str).encode())
+def write_json(work: Location, batch_id: str, name: str, obj: Any, prefix: str = PREFIX) -> None:
+    _put(work, path(work, batch_id, name, prefix), json.dumps(obj, default=str).encode())
 
 
-def read_json(work: Location, batch_id: str, name: str) -> Any:
-    with work.fs.open(path(work, batch_id, name), "rb") as f:
+def read_json(work: Location, batch_id: str, name: str, prefix: str = PREFIX) -> Any:
+    with work.fs.open(path(work, batch_id, name, prefix), "rb") as f:
         return json.load(f)
 
 
-def write_table(work: Location, batch_id: str, name: str, table: pa.Table) -> None:
+def write_table(work: Location, batch_id: str, name: str, table: pa.Table, prefix: str = PREFIX) -> None:
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
-    _put(work, path(work, batch_id, name), buf.getvalue())
+    _put(work, path(work, batch_id, name, prefix), buf.getvalue())
 
 
 def read_table(work: Location, batch_id: str, name: str) -> pa.Table:

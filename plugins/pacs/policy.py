@@ -13,6 +13,8 @@ hold:                            # never evicted from the online tier
   patients: [P123]
   studies: [1.2.3.4]
 watermarks: {high: 0.85, low: 0.75}   # of capacity.online_bytes (or watermarks.capacity)
+offline_copy: immediate          # every study gets its offline copy at the next run (on_eviction:
+                                 # only when it leaves the online tier)
 packing: false                   # true: one uncompressed tar per series in the offline tier
 verify: checksum                 # checksum (S3 SHA-256) or readback
 migrate_batch_studies: 50        # studies per parallel migrate task
@@ -48,6 +50,7 @@ class Policy:
     high_watermark: float | None = None
     low_watermark: float | None = None
     online_capacity_bytes: int | None = None
+    offline_copy: str = "immediate"
     packing: bool = False
     verify: str = "checksum"
     migrate_batch_studies: int = 50
@@ -81,6 +84,7 @@ class Policy:
             "high_watermark": self.high_watermark,
             "low_watermark": self.low_watermark,
             "online_capacity_bytes": self.online_capacity_bytes,
+            "offline_copy": self.offline_copy,
             "packing": self.packing,
             "verify": self.verify,
             "migrate_batch_studies": self.migrate_batch_studies,
@@ -89,7 +93,8 @@ class Policy:
         }
 
 
-_KEYS = {"online_retention_years", "age_basis", "modality_overrides", "hold", "watermarks", "packing", "verify",
+_KEYS = {"online_retention_years", "age_basis", "modality_overrides", "hold", "watermarks", "offline_copy",
+         "packing", "verify",
          "migrate_batch_studies", "recall_pin_days", "fixity_offline_weeks"}
 
 
@@ -159,6 +164,10 @@ def parse_policy(raw: Any, *, online_capacity: int | None = None) -> Policy:
         if not isinstance(raw["packing"], bool):
             raise PolicyError(f"policy.packing: expected true or false, got {raw['packing']!r}")
         kw["packing"] = raw["packing"]
+    if "offline_copy" in raw:
+        if raw["offline_copy"] not in ("immediate", "on_eviction"):
+            raise PolicyError(f"policy.offline_copy: expected immediate or on_eviction, got {raw['offline_copy']!r}")
+        kw["offline_copy"] = raw["offline_copy"]
     if "verify" in raw:
         if raw["verify"] not in ("checksum", "readback"):
             raise PolicyError(f"policy.verify: expected checksum or readback, got {raw['verify']!r}")

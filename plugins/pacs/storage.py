@@ -121,10 +121,17 @@ def write_local(path: str, data: bytes | memoryview, *, fsync: bool, overwrite: 
         return False
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = _tmp_name(path, tag)
-    with open(tmp, "wb", buffering=0) as f:
-        f.write(data)
-        if fsync:
-            os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb", buffering=0) as f:
+            f.write(data)
+            if fsync:
+                os.fsync(f.fileno())
+    except BaseException:  # e.g. ENOSPC: leave nothing half-written behind
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
     created = _publish_local(tmp, path, overwrite=overwrite)
     if fsync and created:
         _fsync_dir(os.path.dirname(path))
@@ -304,3 +311,10 @@ def clean_temp_files(folders: set[str], tag: str) -> int:
                 except FileNotFoundError:
                     pass
     return removed
+
+
+def local_fs() -> AbstractFileSystem:
+    """fsspec's local filesystem."""
+    from fsspec import filesystem
+
+    return filesystem("file")
