@@ -159,6 +159,12 @@ def s3(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Mot
 
 
 def s3fs_for(server: MotoServer) -> Any:
+    """A plain s3fs client of the test server (one per server; no listing cache)."""
     from s3fs import S3FileSystem
 
-    return S3FileSystem(endpoint_url=server.endpoint, key="testing", secret="testing", skip_instance_cache=True)
+    fs = getattr(server, "_fs", None)
+    if fs is None or getattr(server, "_fs_endpoint", None) != server.endpoint or server.proc is None:
+        fs = S3FileSystem(endpoint_url=server.endpoint, key="testing", secret="testing", skip_instance_cache=True,
+                          use_listings_cache=False)
+        server._fs, server._fs_endpoint = fs, server.endpoint
+    return fs
