@@ -17,7 +17,9 @@ Nothing here logs patient data: counts, batch ids and reason codes only.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import datetime as dt
+import fcntl
 import json
 import logging
 import os
@@ -136,9 +138,29 @@ def walk_landing(loc: Location, cfg: Config) -> Iterator[dict[str, Any]]:
     return _walk_local(loc, cfg) if loc.is_local else _walk_object(loc, cfg)
 
 
+@contextlib.contextmanager
+def _sweep_lock(work: Location) -> Iterator[None]:
+    """One sweep at a time (a DAG run and a ``pacs ingest`` must not claim the same file twice)."""
+    if not work.is_local:
+        yield
+        return
+    os.makedirs(work.path(journal.PREFIX), exist_ok=True)
+    with open(work.path(f"{journal.PREFIX}/.sweep.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def sweep(cfg: Config, *, run_id: str = "manual", now: dt.datetime | None = None,
           limit: int | None = None) -> list[str]:
     """Write manifests for new settled files; return open batches to resume plus the new ones."""
+    with _sweep_lock(cfg.work):
+        return _sweep(cfg, run_id=run_id, now=now, limit=limit)
+
+
+def _sweep(cfg: Config, *, run_id: str, now: dt.datetime | None, limit: int | None) -> list[str]:
     now = now or dt.datetime.now(dt.UTC)
     work = cfg.work
     resumed = journal.open_batches(work)

@@ -9,6 +9,7 @@ by moto's S3 server on 127.0.0.1.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import signal
 import subprocess
@@ -81,12 +82,45 @@ def ingest_env(archive, airflow_db, monkeypatch: pytest.MonkeyPatch, tmp_path: P
     return cfg
 
 
-def test_pacs_ingest_end_to_end(ingest_env, tmp_path: Path) -> None:
+def _phi(drop: synth.SynthResult) -> set[str]:
+    """Every patient name and birth date in a drop (as they would appear in text)."""
+    values: set[str] = set()
+    for f in drop.files:
+        if f.kind == "not_dicom" or Path(f.path).is_symlink():
+            continue
+        try:
+            ds = pydicom.dcmread(f.path, stop_before_pixels=True, force=True)
+        except Exception:  # noqa: BLE001 - unreadable files carry nothing to look for
+            continue
+        for name in (str(ds.get("PatientName", "") or ""),):
+            values.update(p for p in name.replace("^", " ").split() if len(p) >= 4)
+        birth = str(ds.get("PatientBirthDate", "") or "")
+        if len(birth) == 8:
+            values.update({birth, f"{birth[:4]}-{birth[4:6]}-{birth[6:]}"})
+    return values
+
+
+def test_pacs_ingest_end_to_end(ingest_env, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     cfg = ingest_env
     drop = synth.generate_archive(tmp_path / "drop", seed=3, patients=6, count_scale=0.03, size_scale=0.05,
                                   bad=True, duplicates=2)
     n = _copy_drop(drop, Path(cfg.landing[0].root))
     dr = run_dag("pacs_ingest")
+    # no patient names or birth dates in anything the run logged, nor in XCom
+    out, err = capfd.readouterr()
+    logs = out + err + "".join(p.read_text(errors="replace") for p in (Path(os.environ["AIRFLOW_HOME"]) / "logs").rglob("*.log"))
+    phi = _phi(drop)
+    assert phi, "the drop should carry names and birth dates"
+    assert "pacs_ingest" in logs and "merge" in logs, "the run's log was not captured"
+    leaked = sorted(v for v in phi if v in logs)
+    assert not leaked, f"PHI in the logs: {leaked[:5]}"
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        xcoms = " ".join(str(x.value) for x in session.query(XComModel).filter(XComModel.run_id == dr.run_id))
+    assert "catalogued" in xcoms
+    assert not sorted(v for v in phi if v in xcoms), "PHI in XCom"
     assert str(dr.state) == "success", _task_states(dr)
     states = _task_states(dr)
     assert all(s == "success" for s in states.values()), states
