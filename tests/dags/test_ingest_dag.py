@@ -108,7 +108,8 @@ def test_pacs_ingest_end_to_end(ingest_env, tmp_path: Path, capfd: pytest.Captur
     dr = run_dag("pacs_ingest")
     # no patient names or birth dates in anything the run logged, nor in XCom
     out, err = capfd.readouterr()
-    logs = out + err + "".join(p.read_text(errors="replace") for p in (Path(os.environ["AIRFLOW_HOME"]) / "logs").rglob("*.log"))
+    task_logs = (Path(os.environ["AIRFLOW_HOME"]) / "logs").rglob("*.log")
+    logs = out + err + "".join(p.read_text(errors="replace") for p in task_logs)
     phi = _phi(drop)
     assert phi, "the drop should carry names and birth dates"
     assert "pacs_ingest" in logs and "merge" in logs, "the run's log was not captured"
