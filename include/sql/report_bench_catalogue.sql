@@ -70,9 +70,15 @@ SELECT '1.2.826.0.1.3680043.10.999.3.' || s.i || '.' || k AS sop_instance_uid,
        512 AS rows, 512 AS columns, 1 AS number_of_frames, 16 AS bits_allocated,
        md5(s.study_uid || k) AS sha256,
        (s.image_bytes * (0.9 + (hash(s.i, k) % 200) / 1000.0))::BIGINT AS size_bytes,
-       CASE WHEN s.tier_state = 'online' THEN 'online' ELSE 'offline' END AS tier,
-       'file:///archive/' || s.study_uid || '/' || k || '.dcm' AS uri,
-       CASE WHEN s.tier_state <> 'offline' THEN 'file:///archive/online/' || s.i || '/' || k END AS online_uri,
+       -- the fastest copy: online while one exists. A migrating study is half moved: even
+       -- images are offline only, odd ones copied offline but still online.
+       CASE WHEN s.tier_state = 'online' OR (s.tier_state = 'migrating' AND k % 2 = 1) THEN 'online'
+            ELSE 'offline' END AS tier,
+       CASE WHEN s.tier_state = 'online' OR (s.tier_state = 'migrating' AND k % 2 = 1)
+            THEN '/archive/online/' || s.i || '/' || k
+            ELSE 's3://archive/offline/' || s.i || '/' || k END AS uri,
+       CASE WHEN s.tier_state = 'online' OR (s.tier_state = 'migrating' AND k % 2 = 1)
+            THEN '/archive/online/' || s.i || '/' || k END AS online_uri,
        NULL::TIMESTAMPTZ AS online_verified_at,
        CASE WHEN s.tier_state <> 'online' THEN 's3://archive/offline/' || s.i || '/' || k END AS offline_uri,
        NULL::BIGINT AS offline_offset, NULL::BIGINT AS offline_length, NULL::TIMESTAMPTZ AS offline_verified_at,
@@ -99,12 +105,12 @@ SELECT s.study_uid AS study_instance_uid, s.patient_id, s.day AS study_date, '08
        'A' || s.i AS accession_number, NULL::VARCHAR AS study_id, NULL::VARCHAR AS study_description,
        NULL::VARCHAR AS referring_physician_name, s.institution AS institution_name,
        lpad((20 + hash(s.i, 'age') % 70)::VARCHAR, 3, '0') || 'Y' AS patient_age,
-       [s.modality] AS modalities_in_study, s.n_series::INTEGER AS series_count, a.image_count, a.size_bytes,
+       [s.modality] AS modalities_in_study, a.series_count::INTEGER AS series_count, a.image_count, a.size_bytes,
        a.online_image_count, a.offline_image_count, a.first_received_at, a.last_received_at,
        s.tier_state, NULL::DATE AS pinned_until, a.first_received_at AS created_at, a.last_received_at AS updated_at
 FROM bench_study_n s JOIN (
-    SELECT study_instance_uid, count(*) AS image_count, sum(size_bytes) AS size_bytes,
-           count(*) FILTER (WHERE online_uri IS NOT NULL) AS online_image_count,
+    SELECT study_instance_uid, count(DISTINCT series_instance_uid) AS series_count, count(*) AS image_count,
+           sum(size_bytes) AS size_bytes, count(*) FILTER (WHERE online_uri IS NOT NULL) AS online_image_count,
            count(*) FILTER (WHERE offline_uri IS NOT NULL) AS offline_image_count,
            min(received_at) AS first_received_at, max(received_at) AS last_received_at
     FROM image GROUP BY ALL

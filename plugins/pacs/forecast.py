@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 MIN_HISTORY_DAYS = 56
 """Eight weeks: fewer days of history give no forecast ("not enough history to forecast")."""
+MAX_GAP_DAYS = 28
+"""A longer run of days without ingest, followed by data, starts the history afresh."""
 WEEKLY_MIN_DAYS = 56
 YEARLY_ONE_HARMONIC_DAYS = 365
 YEARLY_FULL_DAYS = 730
@@ -130,14 +132,18 @@ class IngestFit:
 
 
 def usable_start(daily: np.ndarray) -> int:
-    """Index of the first day of usable history: where cumulative ingest reaches 1 % of the total.
+    """Index of the first day of usable history.
 
-    A few stray studies dated years before the archive began must not count as history.
+    History starts at the first day with ingest, or after the last gap of :data:`MAX_GAP_DAYS`
+    or more days without ingest that data follows: a few stray studies dated years before the
+    archive began must not count as history. (Days without ingest at the end do count.)
     """
-    total = float(daily.sum())
-    if total <= 0:
-        return len(daily)
-    return int(np.searchsorted(np.cumsum(daily), 0.01 * total, side="left"))
+    y = np.asarray(daily, dtype=float)
+    nonzero = np.flatnonzero(y > 0)
+    if not len(nonzero):
+        return len(y)
+    gaps = np.flatnonzero(np.diff(nonzero) > MAX_GAP_DAYS)
+    return int(nonzero[gaps[-1] + 1]) if len(gaps) else int(nonzero[0])
 
 
 def fit_ingest(daily: Sequence[float] | np.ndarray, first_day: dt.date, *,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-EXPECTED = {"pacs_ingest"}
+EXPECTED = {"pacs_ingest", "pacs_lifecycle", "pacs_recall", "pacs_fixity", "pacs_capacity_report"}
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +37,16 @@ def test_every_dag_has_tags_retries_docs(dagbag) -> None:
 
 def test_catalogue_writers_use_the_single_slot_pool(dagbag) -> None:
     """Only tasks in the pacs_catalogue pool may write DuckDB: merge and snapshot in ingest."""
-    ingest = dagbag.dags["pacs_ingest"]
-    pools = {t.task_id: t.pool for t in ingest.tasks}
-    assert pools["merge"] == "pacs_catalogue"
-    assert pools["snapshot"] == "pacs_catalogue"
-    assert pools["resubmit"] == "pacs_catalogue"
-    assert pools["process"] != "pacs_catalogue"
+    writers = {
+        "pacs_ingest": {"resubmit", "merge", "finalize", "snapshot"},
+        "pacs_lifecycle": {"plan", "switch"},
+        "pacs_recall": {"recall"},
+        "pacs_fixity": {"plan", "record"},
+    }
+    for dag_id, tasks in writers.items():
+        pools = {t.task_id: t.pool for t in dagbag.dags[dag_id].tasks}
+        in_pool = {t for t, p in pools.items() if p == "pacs_catalogue"}
+        assert in_pool == tasks, f"{dag_id}: catalogue writers {in_pool} != {tasks}"
 
 
 def test_ingest_schedule_and_concurrency(dagbag) -> None:
