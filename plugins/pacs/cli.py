@@ -87,10 +87,9 @@ def _print_summary(info: dict[str, Any]) -> None:
     print(f"DuckDB catalogue: {info['catalogue']}")
     print(f"Parquet snapshot: {info['parquet']}")
     print("Try:")
-    print(f"  .venv/bin/duckdb -readonly {info['catalogue']} \\")
-    print("    \"SELECT modality, count(*) AS images, round(sum(size_bytes)/1e9, 2) AS gb "
-          "FROM image JOIN series USING (series_instance_uid) GROUP BY ALL ORDER BY images DESC\"")
-    print("  or over the snapshot: SELECT study_year, count(*) FROM "
+    print('  .venv/bin/pacs query "SELECT modality, count(*) AS images, round(sum(size_bytes) / 1e9, 2) AS gb '
+          'FROM image JOIN series USING (series_instance_uid) GROUP BY ALL ORDER BY images DESC"')
+    print("  or in any DuckDB, over the snapshot: SELECT study_year, count(*) AS studies FROM "
           f"read_parquet('{info['parquet']}/study/*/*.parquet', hive_partitioning = true) GROUP BY ALL ORDER BY 1;")
 
 
