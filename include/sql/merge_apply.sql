@@ -1,8 +1,6 @@
--- Apply the decisions in temp table `decided` to the catalogue. Runs inside the merge's
--- single transaction; $now is the merge time, $run_id the Airflow run.
-CREATE OR REPLACE TEMP TABLE new_images AS
-SELECT * FROM decided WHERE outcome = 'catalogued';
-
+-- Apply the decisions to the catalogue, inside the merge's single transaction. Inputs: the
+-- Arrow tables `staged` and `new_images` (the staged rows decided 'catalogued') and temp table
+-- `decided`; $now is the merge time, $run_id the Airflow run.
 -- Patient demographics: the most recently received non-empty value wins.
 INSERT INTO patient (patient_id, issuer_of_patient_id, patient_name, patient_birth_date, patient_sex,
                      study_count, created_at, updated_at)
@@ -87,10 +85,10 @@ FROM new_images;
 
 INSERT INTO quarantine (quarantine_id, batch_id, source_uri, quarantine_uri, sidecar_uri, reason, detail,
                         sha256, size_bytes, sop_instance_uid, study_instance_uid, quarantined_at)
-SELECT batch_id || ':' || row_no, batch_id, source_uri, quarantine_uri, sidecar_uri, reason, detail,
-       sha256, size_bytes, sop_instance_uid, study_instance_uid, $now
-FROM decided
-WHERE outcome = 'quarantined'
+SELECT d.batch_id || ':' || d.row_no, d.batch_id, s.source_uri, d.quarantine_uri, d.sidecar_uri, d.reason,
+       d.detail, s.sha256, s.size_bytes, s.sop_instance_uid, s.study_instance_uid, $now
+FROM decided d JOIN staged s USING (_i)
+WHERE d.outcome = 'quarantined'
 ON CONFLICT (quarantine_id) DO NOTHING;
 
 -- Aggregates of every touched study, its series and patient (include/sql/aggregates.sql).
@@ -98,12 +96,13 @@ CREATE OR REPLACE TEMP TABLE touched_studies AS
 SELECT DISTINCT study_instance_uid FROM new_images;
 
 INSERT INTO ingest_batch (batch_id, run_id, files, catalogued, duplicates, quarantined, deferred, bytes, merged_at)
-SELECT batch_id, $run_id, count(*),
-       count(*) FILTER (WHERE outcome = 'catalogued'),
-       count(*) FILTER (WHERE outcome = 'duplicate'),
-       count(*) FILTER (WHERE outcome = 'quarantined'),
-       count(*) FILTER (WHERE outcome = 'deferred'),
-       coalesce(sum(size_bytes) FILTER (WHERE outcome = 'catalogued'), 0),
+SELECT d.batch_id, $run_id, count(*),
+       count(*) FILTER (WHERE d.outcome = 'catalogued'),
+       count(*) FILTER (WHERE d.outcome = 'duplicate'),
+       count(*) FILTER (WHERE d.outcome = 'quarantined'),
+       count(*) FILTER (WHERE d.outcome = 'deferred'),
+       coalesce(any_value(b.bytes), 0),
        $now
-FROM decided
-GROUP BY batch_id;
+FROM decided d
+LEFT JOIN (SELECT batch_id, sum(size_bytes) AS bytes FROM new_images GROUP BY batch_id) b USING (batch_id)
+GROUP BY d.batch_id;

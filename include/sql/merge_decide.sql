@@ -1,10 +1,22 @@
 -- Decide each staged file's outcome against the catalogue (the merge's only read).
--- Input: temp table `staged` (one row per landing file of the batches being merged).
--- "First received wins": within one merge, files are ordered by received_at, then source URI.
--- Output: temp table `decided` = staged + outcome/reason/detail.
+-- Input: `staged` (an Arrow table: one row per landing file of the batches being merged, `_i`
+-- its position). "First received wins": within one merge, files are ordered by received_at,
+-- then source URI. Output: temp table `decided`, narrow (keys, outcome, reason, detail and the
+-- columns the merge updates); everything else stays in the Arrow table, joined by `_i`.
+-- Catalogued images this merge touches, in two steps so that the 10M-row image table is
+-- scanned for its SOP instance UIDs only (the second step is free when there is no match).
+CREATE OR REPLACE TEMP TABLE merge_known_sop AS
+SELECT i.sop_instance_uid FROM image i
+SEMI JOIN (SELECT sop_instance_uid FROM staged WHERE status = 'ok') s USING (sop_instance_uid);
+
+CREATE OR REPLACE TEMP TABLE merge_known_image AS
+SELECT i.sop_instance_uid, i.sha256 FROM image i SEMI JOIN merge_known_sop USING (sop_instance_uid);
+
 CREATE OR REPLACE TEMP TABLE decided AS
-WITH ok AS (
-    SELECT s.* FROM staged s WHERE s.status = 'ok'
+WITH ok AS NOT MATERIALIZED (
+    SELECT s._i, s.batch_id, s.row_no, s.source_uri, s.received_at, s.sha256, s.in_place, s.dst_uri,
+           s.sop_instance_uid, s.study_instance_uid, s.patient_id
+    FROM staged s WHERE s.status = 'ok'
 ),
 -- Only SOP instances / studies that occur more than once in this merge need ordering.
 multi_sop AS (
@@ -18,13 +30,16 @@ study_owner AS (
     FROM ok o SEMI JOIN multi_study m USING (study_instance_uid)
     GROUP BY o.study_instance_uid
 ),
+known_study AS (
+    SELECT st.study_instance_uid, st.patient_id FROM study st SEMI JOIN ok USING (study_instance_uid)
+),
 known AS (
-    SELECT o.*,
+    SELECT o.*, NULL::VARCHAR AS quarantine_uri, NULL::VARCHAR AS sidecar_uri,
            i.sha256 AS cat_sha256,
            coalesce(st.patient_id, so.owner_patient_id) AS owner_patient_id
     FROM ok o
-    LEFT JOIN image i ON i.sop_instance_uid = o.sop_instance_uid
-    LEFT JOIN study st ON st.study_instance_uid = o.study_instance_uid
+    LEFT JOIN merge_known_image i ON i.sop_instance_uid = o.sop_instance_uid
+    LEFT JOIN known_study st ON st.study_instance_uid = o.study_instance_uid
     LEFT JOIN study_owner so ON so.study_instance_uid = o.study_instance_uid
 ),
 early AS (
@@ -55,7 +70,7 @@ ranked AS (
     FROM early e LEFT JOIN sop_first f USING (sop_instance_uid)
 ),
 decided_ok AS (
-    SELECT * EXCLUDE (cat_sha256, owner_patient_id, early_outcome, reason, detail, first_sha256, is_first, placeable),
+    SELECT _i, batch_id, row_no, sop_instance_uid, dst_uri, in_place, quarantine_uri, sidecar_uri,
         CASE
             WHEN early_outcome = 'duplicate' THEN 'duplicate'
             WHEN early_outcome IS NOT NULL THEN 'quarantined'
@@ -89,6 +104,7 @@ decided_ok AS (
 )
 SELECT * FROM decided_ok
 UNION ALL BY NAME
-SELECT s.*, CASE s.status WHEN 'rejected' THEN 'quarantined' ELSE 'deferred' END AS outcome,
-       false AS replace_dst
+SELECT s._i, s.batch_id, s.row_no, s.sop_instance_uid, s.dst_uri, s.in_place, s.quarantine_uri, s.sidecar_uri,
+       CASE s.status WHEN 'rejected' THEN 'quarantined' ELSE 'deferred' END AS outcome,
+       s.reason, s.detail, false AS replace_dst
 FROM staged s WHERE s.status <> 'ok';

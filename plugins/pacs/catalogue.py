@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pacs import sql
@@ -64,6 +66,9 @@ def connect(path: str | os.PathLike[str], *, read_only: bool = False, timeout: f
                 raise
             time.sleep(delay * (1 + random.random()))
             delay = min(delay * 2, 2.0)
+    # Bound DuckDB's own memory (it spills to disk beyond it): the writer shares its worker with
+    # Airflow, and the 1 GB-per-process budget holds for a 100,000-file backlog.
+    con.execute("SET memory_limit = $m", {"m": os.environ.get("PACS_DUCKDB_MEMORY_LIMIT", "512MB")})
     if not read_only:
         ensure_schema(con)
     return con
@@ -118,13 +123,6 @@ class MergeResult:
         }
 
 
-OUTCOME_COLUMNS = (
-    "batch_id", "row_no", "source_uri", "source_path", "source_size", "source_mtime_ns", "outcome",
-    "reason", "detail", "sop_instance_uid", "study_instance_uid", "sha256", "size_bytes", "dst_uri",
-    "in_place", "delete_dst", "quarantine_uri", "sidecar_uri",
-)
-
-
 def merged_batches(con: duckdb.DuckDBPyConnection, batch_ids: list[str]) -> set[str]:
     """The batches among ``batch_ids`` that the catalogue already holds."""
     if not batch_ids:
@@ -154,12 +152,15 @@ def merge(
     path a later file had taken; ``write_outcomes`` persists every file's outcome for finalize.
     Both run before COMMIT, so a crash anywhere leaves either nothing or everything committed.
     """
+    n = staged.num_rows
+    staged = staged.append_column("_i", pa.array(np.arange(n, dtype=np.int64)))
     con.execute("BEGIN TRANSACTION")
     try:
         con.register("staged", staged)
         run(con, "merge_decide")
         late = con.sql(
-            "SELECT * FROM decided WHERE outcome = 'quarantined' AND quarantine_uri IS NULL ORDER BY batch_id, row_no"
+            "SELECT s.* EXCLUDE (reason, detail), d.reason, d.detail FROM decided d JOIN staged s USING (_i) "
+            "WHERE d.outcome = 'quarantined' AND d.quarantine_uri IS NULL ORDER BY d.batch_id, d.row_no"
         ).to_arrow_table()
         if late.num_rows:
             placed = quarantine_late_rejects(late)
@@ -174,15 +175,40 @@ def merge(
             ).fetchall()[0][0]
             if missing:
                 raise RuntimeError(f"{missing} rejected file(s) have no quarantined copy; not committing")
-        winners = con.sql("SELECT * FROM decided WHERE replace_dst ORDER BY batch_id, row_no").to_arrow_table()
+        winners = con.sql("SELECT s.* FROM decided d JOIN staged s USING (_i) WHERE d.replace_dst "
+                          "ORDER BY d.batch_id, d.row_no").to_arrow_table()
         if winners.num_rows:
             if place_winners is None:
                 raise RuntimeError("files must be placed in the online tier but no placer was given")
             place_winners(winners)
             con.execute("UPDATE decided SET in_place = true WHERE replace_dst")
+        # The decisions, in staged order; the catalogued rows are taken from the Arrow table
+        # itself (no copy of the wide staged rows inside DuckDB).
+        decision = con.sql(
+            "SELECT _i, outcome, reason, detail, in_place, quarantine_uri, sidecar_uri FROM decided ORDER BY _i"
+        ).to_arrow_table()
+        if decision.num_rows != n:
+            raise RuntimeError(f"{n - decision.num_rows} staged row(s) got no decision; not committing")
+        catalogued = pc.equal(decision.column("outcome"), "catalogued")
+        # usually every file is new: then the staged table itself is the input (no copy)
+        new_images = staged if pc.all(catalogued).as_py() else staged.filter(catalogued)
+        con.register("new_images", new_images)
         run(con, "merge_apply", {"now": now, "run_id": run_id})
         run(con, "aggregates", {"now": now})
-        outcomes = con.sql(sql.load("merge_outcomes")).select(*OUTCOME_COLUMNS).to_arrow_table()
+        drop = {i for (i,) in con.execute(sql.load("merge_outcomes")).fetchall()}
+        delete_dst = np.zeros(n, dtype=bool)
+        if drop:
+            delete_dst[list(drop)] = True
+        outcomes = pa.table({
+            **{c: staged.column(c) for c in ("batch_id", "row_no", "source_uri", "source_path", "source_size",
+                                             "source_mtime_ns")},
+            "outcome": decision.column("outcome"), "reason": decision.column("reason"),
+            "detail": decision.column("detail"),
+            **{c: staged.column(c) for c in ("sop_instance_uid", "study_instance_uid", "sha256", "size_bytes",
+                                             "dst_uri")},
+            "in_place": decision.column("in_place"), "delete_dst": pa.array(delete_dst),
+            "quarantine_uri": decision.column("quarantine_uri"), "sidecar_uri": decision.column("sidecar_uri"),
+        })
         write_outcomes(outcomes)
         counts = con.execute(
             "SELECT batch_id, files, catalogued, duplicates, quarantined, deferred, bytes FROM ingest_batch "
@@ -192,6 +218,7 @@ def merge(
             "SELECT reason, count(*) FROM decided WHERE outcome = 'quarantined' GROUP BY reason"
         ).fetchall()
         con.unregister("staged")
+        con.unregister("new_images")
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

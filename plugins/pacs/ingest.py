@@ -225,7 +225,7 @@ def _same_fs(a: Location, b: Location) -> bool:
     return storage.same_device(a.root, b.root)
 
 
-def _sidecar(cfg: Config, row: dict[str, Any], qpath: str) -> str:
+def _sidecar(cfg: Config, row: dict[str, Any], qpath: str, fsync: bool = False) -> str:
     side = qpath.rsplit(".", 1)[0] + ".json"
     body = {
         "reason": row["reason"], "detail": row["detail"], "source_uri": row["source_uri"],
@@ -233,7 +233,7 @@ def _sidecar(cfg: Config, row: dict[str, Any], qpath: str) -> str:
         "size_bytes": row["size_bytes"], "quarantined_at": dt.datetime.now(dt.UTC).isoformat(),
     }
     data = json.dumps(body, indent=1).encode()
-    storage.write(cfg.quarantine, side, data, storage.hash_bytes(data), fsync=cfg.ingest.fsync, overwrite=True)
+    storage.write(cfg.quarantine, side, data, storage.hash_bytes(data), fsync=fsync, overwrite=True)
     return cfg.quarantine.uri(side)
 
 
@@ -245,18 +245,21 @@ def _reject(row: dict[str, Any], reason: str, detail: str, header: dict[str, Any
 
 
 def _quarantine_bytes(cfg: Config, row: dict[str, Any], data: bytes | None, src_fs: Any = None,
-                      src_path: str | None = None, suffix: str = ".dcm") -> None:
-    """Store a rejected file's original bytes (and sidecar) under its deterministic key."""
+                      src_path: str | None = None, suffix: str = ".dcm", fsync: bool = False) -> None:
+    """Store a rejected file's original bytes (and sidecar) under its deterministic key.
+
+    Without ``fsync`` the caller flushes the filesystem before recording the batch as stored.
+    """
     qpath = cfg.quarantine.path(quarantine_key(row["reason"], row["batch_id"], row["row_no"], suffix))
     if data is not None:
         storage.write(cfg.quarantine, qpath, data, row["sha256"] or storage.hash_bytes(data),
-                      fsync=cfg.ingest.fsync, overwrite=True, tag=row["batch_id"])
+                      fsync=fsync, overwrite=True, tag=row["batch_id"])
     else:
-        written = storage.copy_stream(src_fs, src_path, cfg.quarantine, qpath, fsync=cfg.ingest.fsync,
+        written = storage.copy_stream(src_fs, src_path, cfg.quarantine, qpath, fsync=fsync,
                                       overwrite=True, tag=row["batch_id"])
         row["sha256"], row["size_bytes"] = written.sha256, written.size
     row["quarantine_uri"] = cfg.quarantine.uri(qpath)
-    row["sidecar_uri"] = _sidecar(cfg, row, qpath)
+    row["sidecar_uri"] = _sidecar(cfg, row, qpath, fsync=fsync)
 
 
 def _base_row(batch_id: str, f: dict[str, Any]) -> dict[str, Any]:
@@ -341,10 +344,10 @@ def examine(cfg: Config, batch_id: str, f: dict[str, Any], move_ok: bool, move_q
         row["move"] = True
         return row
     if data is not None:
-        created = storage.write(cfg.online, dst, data, row["sha256"], fsync=cfg.ingest.fsync, tag=batch_id)
+        created = storage.write(cfg.online, dst, data, row["sha256"], fsync=False, tag=batch_id)
         row["in_place"] = created or _holds(cfg.online, dst, row["sha256"])
     else:
-        written = storage.copy_stream(loc.fs, src, cfg.online, dst, fsync=cfg.ingest.fsync, tag=batch_id)
+        written = storage.copy_stream(loc.fs, src, cfg.online, dst, fsync=False, tag=batch_id)
         row["sha256"], row["size_bytes"] = written.sha256, written.size
         row["in_place"] = written.created or _holds(cfg.online, dst, row["sha256"])
     return row
@@ -368,7 +371,7 @@ def _apply_moves(cfg: Config, rows: list[dict[str, Any]]) -> list[dict[str, Any]
         if row["status"] == "ok":
             dst = cfg.online.path_of_uri(row["dst_uri"])
             if os.path.lexists(src):
-                moved = storage.move_local(src, dst, fsync=cfg.ingest.fsync)
+                moved = storage.move_local(src, dst, fsync=False)
                 row["in_place"] = moved or _holds(cfg.online, dst, row["sha256"])
             else:  # already moved by the interrupted attempt
                 row["in_place"] = _holds(cfg.online, dst, row["sha256"])
@@ -377,7 +380,7 @@ def _apply_moves(cfg: Config, rows: list[dict[str, Any]]) -> list[dict[str, Any]
         else:
             qpath = cfg.quarantine.path_of_uri(row["quarantine_uri"])
             if os.path.lexists(src):
-                if not storage.move_local(src, qpath, fsync=cfg.ingest.fsync):
+                if not storage.move_local(src, qpath, fsync=False):
                     if _holds(cfg.quarantine, qpath, row["sha256"]):
                         os.unlink(src)
                     else:
@@ -467,6 +470,8 @@ def process_batch(cfg: Config, batch_id: str, *, workers: int | None = None) -> 
     folders |= {os.path.dirname(cfg.quarantine.path_of_uri(r["quarantine_uri"])) for r in rows if r["quarantine_uri"]}
     if cfg.online.is_local:
         storage.clean_temp_files(folders, batch_id)
+    if cfg.ingest.fsync:  # one flush for the whole batch, before it is recorded as stored
+        storage.sync_filesystems([loc.root for loc in (*cfg.landing, cfg.online, cfg.quarantine) if loc.is_local])
     journal.write_table(work, batch_id, journal.STORED, _table(rows))
     counts = _counts(rows)
     log.info("batch %s: %d file(s), %d ok, %d rejected %s, %d deferred", batch_id, counts["files"],
@@ -495,9 +500,9 @@ def _late_quarantine(cfg: Config) -> Any:
             qpath = cfg.quarantine.path(quarantine_key(row["reason"], row["batch_id"], row["row_no"]))
             if _holds(cfg.quarantine, qpath, r["sha256"]):  # done by an interrupted attempt
                 row["quarantine_uri"] = cfg.quarantine.uri(qpath)
-                row["sidecar_uri"] = _sidecar(cfg, row, qpath)
+                row["sidecar_uri"] = _sidecar(cfg, row, qpath, fsync=cfg.ingest.fsync)
             else:
-                _quarantine_bytes(cfg, row, None, fs, path)
+                _quarantine_bytes(cfg, row, None, fs, path, fsync=cfg.ingest.fsync)
                 if row["sha256"] != r["sha256"]:
                     raise storage.StorageError(
                         f"batch {r['batch_id']} row {r['row_no']}: bytes changed while quarantining")

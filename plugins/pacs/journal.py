@@ -67,6 +67,11 @@ def _put(work: Location, p: str, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, p)
+        fd = os.open(os.path.dirname(p), os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the rename itself is durable before the step goes on
+        finally:
+            os.close(fd)
     else:
         work.fs.pipe_file(p, data)
 
