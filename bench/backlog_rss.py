@@ -1,7 +1,7 @@
 """Peak memory while ``pacs_ingest`` takes a 100,000-file backlog in one DAG run.
 
 A cached set of 100,000 small MR files (``pacs.synth.generate_small_files``, ~12 KB each) is
-copied into the landing folder of a fresh archive (``batch_size`` 500 → 200 mapped ``process``
+copied into the landing folder of a fresh archive (``batch_size`` 2000 → 50 mapped ``process``
 tasks; ``ingest.max_files_per_run`` is 200,000 and Airflow's ``max_map_length`` 1024, so one run
 takes the whole backlog) and ingested by ``airflow dags test pacs_ingest`` in a fresh, migrated
 AIRFLOW_HOME. The RSS of the command's whole process tree is sampled every 50 ms; the script
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--small", action="store_true", help="10,000 files instead of 100,000")
     ap.add_argument("--n", type=int, default=None)
     ap.add_argument("--workdir", type=Path, default=common.DEFAULT_WORKDIR)
-    ap.add_argument("--batch-size", type=int, default=500)
+    ap.add_argument("--batch-size", type=int, default=2000, help="ingest.batch_size (default: the default, 2000)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--fsync", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--keep", action="store_true")

@@ -100,7 +100,7 @@ def tree_bytes(root: Path) -> int:
 # archive configuration and Airflow
 # ---------------------------------------------------------------------------------------------
 
-def write_config(base: Path, *, batch_size: int = 500, workers: int = 2, fsync: bool = True) -> Path:
+def write_config(base: Path, *, batch_size: int = 2000, workers: int = 2, fsync: bool = True) -> Path:
     """An archive configuration whose locations all live under ``base`` (one filesystem)."""
     base.mkdir(parents=True, exist_ok=True)
     cfg: dict[str, Any] = {

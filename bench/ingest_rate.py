@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--small", action="store_true", help="10%% of the sizes (a quick check)")
     ap.add_argument("--workdir", type=Path, default=common.DEFAULT_WORKDIR)
     ap.add_argument("--sets", default="ct,small", help="comma-separated: ct, small")
-    ap.add_argument("--batch-size", type=int, default=500)
+    ap.add_argument("--batch-size", type=int, default=2000, help="ingest.batch_size (default: the default, 2000)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--fsync", action=argparse.BooleanOptionalAction, default=True,
                     help="ingest.fsync of the archive configuration (default: true, the default)")

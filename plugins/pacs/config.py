@@ -181,7 +181,7 @@ class IngestSettings:
     """Tuning of ``pacs_ingest``."""
 
     schedule: str | None = "*/15 * * * *"
-    batch_size: int = 500
+    batch_size: int = 2000
     max_files_per_run: int = 200_000
     workers: int = max(1, min(os.cpu_count() or 1, 8))  # processes per batch
     ignore: tuple[str, ...] = (".*", "*.part", "*.tmp", "*~")

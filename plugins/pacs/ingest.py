@@ -417,12 +417,16 @@ def _examine_chunk(config_path: str, batch_id: str, args: list[tuple[dict[str, A
 def _examine_parallel(cfg: Config, batch_id: str, args: list[tuple[dict[str, Any], bool, bool]], n: int
                       ) -> list[dict[str, Any]]:
     """Examine a batch in ``n`` worker processes (pydicom parsing holds the GIL, so threads
-    would not use the other cores). Workers come from a fork server, never from a fork of this
-    possibly multi-threaded task process."""
+    would not use the other cores).
+
+    Workers are forked: a spawned or fork-server worker re-imports the parent's ``__main__``
+    (the whole Airflow CLI: ~2 s per worker). A forked worker only runs :func:`examine`
+    (pydicom, hashing, file I/O; no Airflow calls), and Python re-initialises the logging and
+    fsspec locks after a fork.
+    """
     import multiprocessing as mp
 
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["pacs.ingest"])
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     size = -(-len(args) // (n * 4))  # a few chunks per worker evens out uneven file sizes
     chunks = [args[i:i + size] for i in range(0, len(args), size)]
     with cf.ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_worker,
