@@ -289,3 +289,19 @@ def test_sigkill_at_any_step_then_rerun(archive, reference_drop, reference_state
     assert journal.open_batches(cfg.work) == []
     leftovers = [p for p in base.rglob("*") if ".pacs-tmp-" in p.name or p.name.endswith(".tmp")]
     assert leftovers == []
+
+
+def test_s3_landing_in_forked_workers(archive, s3, tmp_path: Path) -> None:
+    """A batch big enough for the worker processes, read from object storage (fork + s3fs)."""
+    from conftest import s3fs_for
+
+    src = synth.generate_small_files(tmp_path / "small", 150, target_size=4_000, per_series=50)
+    fs = s3fs_for(s3)
+    fs.mkdir("landing-fork")
+    for f in src.good():
+        fs.put_file(f.path, f"landing-fork/in/{Path(f.path).name}")
+    cfg = archive(landing=["s3://landing-fork/in"], ingest={"batch_size": 500, "workers": 2, "fsync": False})
+    summary = run_ingest(cfg)
+    assert summary["catalogued"] == 150 and summary["files"] == 150
+    assert fs.find("landing-fork/in") == []
+    assert check(cfg) == []
