@@ -7,4 +7,5 @@ FROM lifecycle_plan p
 JOIN image i USING (study_instance_uid)
 JOIN study st USING (study_instance_uid)
 WHERE p.plan_id = $plan_id AND i.online_uri IS NOT NULL AND (p.evict OR i.offline_uri IS NULL)
-ORDER BY p.batch_no, i.study_instance_uid, i.series_instance_uid, i.sop_instance_uid
+-- no ORDER BY: rows stream out of the join, so a plan of millions of images stays small in
+-- memory; each migrate task filters its batch while reading.

@@ -88,7 +88,7 @@ def plan(cfg: Config, *, logical_date: dt.date, run_id: str = "manual", dry_run:
               "plan_id": plan_id, "now": now, "state": "dry_run" if dry_run else "planned",
               "archive_all": policy.offline_copy == "immediate"}
     with catalogue.opened(cfg.duckdb) as con:
-        con.execute("SET memory_limit = '600MB'")
+        con.execute("SET memory_limit = '300MB'")
         existing = con.execute("SELECT count(*) FROM lifecycle_run WHERE plan_id = $p", {"p": plan_id}).fetchall()
         _register_policy(con, policy)
         con.execute("BEGIN TRANSACTION")
