@@ -10,13 +10,12 @@ Every 15 minutes (``PACS_INGEST_SCHEDULE``), for every landing location of the c
    manifests; batches left open by an interrupted run are resumed first.
 3. **process** (one mapped task per batch) — hash, read the DICOM header, validate, store the
    file in the online tier (or quarantine it with its reason).
-4. **merge** (pool ``pacs_catalogue``, one slot: the only catalogue writer) — duplicates,
-   patient mismatches and SOP conflicts are decided against the catalogue; everything is
-   upserted in one transaction.
-5. **finalize** (pool ``pacs_catalogue``) — landing files are deleted, only now that their
-   outcome is committed.
-6. **snapshot** — the Parquet snapshot for analysts is refreshed and the ``pacs_catalogue``
-   Asset is updated with the run's counts.
+4. **merge** (pool ``pacs_catalogue``, one slot: the only catalogue writer), in three steps:
+   *merge* — duplicates, patient mismatches and SOP conflicts are decided against the catalogue
+   and everything is upserted in one transaction; *finalize* — landing files are deleted, only
+   now that their outcome is committed; *snapshot* — the Parquet snapshot for analysts is
+   refreshed. The ``pacs_catalogue`` Asset event carries the run's counts. (One task rather
+   than three: each Airflow task costs a fixed overhead, and the three share the writer's slot.)
 
 Any task can be killed and re-run: the journal under the ``work`` location resumes it with
 nothing lost or duplicated. Logs and XCom carry batch ids and counts, never patient data.
@@ -80,27 +79,16 @@ def pacs_ingest() -> None:
 
         return process_batch(load_config(), batch_id)
 
-    @task(pool=POOL, trigger_rule="all_done")
-    def merge(batch_ids: list[str], run_id: str | None = None) -> dict[str, Any]:
-        from pacs.config import load_config
-        from pacs.ingest import merge_batches
-
-        return merge_batches(load_config(), batch_ids, run_id=run_id or "manual")
-
-    @task(pool=POOL, trigger_rule="all_done")
-    def finalize(batch_ids: list[str]) -> dict[str, int]:
-        from pacs.config import load_config
-        from pacs.ingest import finalize_batches
-
-        return finalize_batches(load_config(), batch_ids)
-
     @task(pool=POOL, trigger_rule="all_done", outlets=[CATALOGUE])
-    def snapshot(summary: dict[str, Any], cleaned: dict[str, int], outlet_events: Any = None) -> dict[str, Any]:
+    def merge(batch_ids: list[str], run_id: str | None = None, outlet_events: Any = None) -> dict[str, Any]:
         from pacs.config import load_config
-        from pacs.ingest import refresh_snapshot
+        from pacs.ingest import finalize_batches, merge_batches, refresh_snapshot
 
-        info = refresh_snapshot(load_config())
-        extra = {**(summary or {}), **(cleaned or {}), "snapshot_partitions_rewritten": info["rewritten"]}
+        cfg = load_config()
+        summary = merge_batches(cfg, batch_ids, run_id=run_id or "manual")
+        cleaned = finalize_batches(cfg, batch_ids)
+        info = refresh_snapshot(cfg)
+        extra = {**summary, **cleaned, "snapshot_partitions_rewritten": info["rewritten"]}
         if outlet_events is not None:
             outlet_events[CATALOGUE].extra = extra
         return extra
@@ -108,11 +96,7 @@ def pacs_ingest() -> None:
     batch_ids = sweep()
     resubmit() >> batch_ids
     processed = process.expand(batch_id=batch_ids)
-    summary = merge(batch_ids)
-    processed >> summary
-    cleaned = finalize(batch_ids)
-    summary >> cleaned
-    snapshot(summary, cleaned)
+    processed >> merge(batch_ids)
 
 
 pacs_ingest()

@@ -36,9 +36,9 @@ def test_every_dag_has_tags_retries_docs(dagbag) -> None:
 
 
 def test_catalogue_writers_use_the_single_slot_pool(dagbag) -> None:
-    """Only tasks in the pacs_catalogue pool may write DuckDB: merge and snapshot in ingest."""
+    """Only tasks in the pacs_catalogue pool may write DuckDB (one slot: one writer at a time)."""
     writers = {
-        "pacs_ingest": {"resubmit", "merge", "finalize", "snapshot"},
+        "pacs_ingest": {"resubmit", "merge"},
         "pacs_lifecycle": {"plan", "switch"},
         "pacs_recall": {"recall"},
         "pacs_fixity": {"plan", "record"},
