@@ -119,3 +119,22 @@ def test_policy_defaults_and_overrides(tmp_path: Path) -> None:
 def test_bad_policy_names_the_key(raw: dict, key: str) -> None:
     with pytest.raises(PolicyError, match=key):
         parse_policy(raw)
+
+
+def test_offline_credentials_from_an_airflow_connection(tmp_path: Path, s3, monkeypatch: pytest.MonkeyPatch) -> None:
+    """conn_id: the Amazon provider builds the S3 filesystem from an Airflow connection."""
+    import json
+
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_PACS_TEST", json.dumps({
+        "conn_type": "aws", "login": "testing", "password": "testing",
+        "extra": {"endpoint_url": s3.endpoint, "region_name": "us-east-1"}}))
+    from conftest import s3fs_for
+
+    s3fs_for(s3).mkdir("conn-bucket")
+    cfg = load_config(_write(tmp_path, dict(BASE, offline={"url": "s3://conn-bucket/archive",
+                                                           "conn_id": "aws_pacs_test"})))
+    fs = cfg.offline.fs
+    fs.pipe_file(cfg.offline.path("probe.txt"), b"through the connection")
+    assert s3fs_for(s3).cat_file("conn-bucket/archive/probe.txt") == b"through the connection"

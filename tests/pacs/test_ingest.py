@@ -305,3 +305,23 @@ def test_s3_landing_in_forked_workers(archive, s3, tmp_path: Path) -> None:
     assert summary["catalogued"] == 150 and summary["files"] == 150
     assert fs.find("landing-fork/in") == []
     assert check(cfg) == []
+
+
+def test_files_still_being_written_are_left_alone(archive, tmp_path: Path) -> None:
+    """Only files unchanged for settle_seconds are taken; temporary names never are."""
+    src = synth.generate_ct_slices(tmp_path / "ct", 3, per_series=3, rows=16, columns=16)
+    files = sorted(src.good(), key=lambda f: f.path)
+    cfg = archive(settle_seconds=600)
+    landing = Path(cfg.landing[0].root)
+    old, fresh, partial = landing / "old.dcm", landing / "fresh.dcm", landing / "upload.dcm.part"
+    shutil.copy(files[0].path, old)
+    os.utime(old, (1_700_000_000, 1_700_000_000))
+    shutil.copy(files[1].path, fresh)  # just written: mtime now
+    shutil.copy(files[2].path, partial)
+    os.utime(partial, (1_700_000_000, 1_700_000_000))
+    summary = run_ingest(cfg)
+    assert summary["files"] == 1 and summary["catalogued"] == 1
+    assert not old.exists() and fresh.exists() and partial.exists()
+    os.utime(fresh, (1_700_000_100, 1_700_000_100))  # the sender finished long ago
+    assert run_ingest(cfg)["catalogued"] == 1
+    assert partial.exists()
