@@ -46,8 +46,13 @@ demo: airflow-init
 airflow: airflow-init
 	$(BIN)/airflow standalone
 
+## make bench — every benchmark (about 40 minutes); figures, never assertions
 bench: install
 	$(BIN)/python bench/ingest_rate.py
+	$(BIN)/python bench/backlog_rss.py
+	$(BIN)/python bench/merge_rate.py
+	$(BIN)/python bench/lifecycle_rate.py
+	$(BIN)/python bench/capacity_report.py
 
 constraints:
 	$(BIN)/pip freeze --exclude-editable | grep -v '^pacs-archive' > constraints.txt
