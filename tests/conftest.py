@@ -158,6 +158,17 @@ def s3(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Mot
     S3FileSystem.clear_instance_cache()
 
 
+def query(cfg: Any, sql: str, params: dict[str, Any] | None = None) -> list[tuple]:
+    """Rows of a read-only query of an archive's catalogue (the connection is closed at once)."""
+    import duckdb
+
+    con = duckdb.connect(str(cfg.duckdb), read_only=True)
+    try:
+        return con.execute(sql, params or {}).fetchall()
+    finally:
+        con.close()
+
+
 def s3fs_for(server: MotoServer) -> Any:
     """A plain s3fs client of the test server (one per server; no listing cache)."""
     from s3fs import S3FileSystem

@@ -90,6 +90,24 @@ def run(con: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any] | None
         con.execute(stmt, sql.params_for(stmt, params or {}))
 
 
+def run_all(con: duckdb.DuckDBPyConnection, names: tuple[str, ...], params: dict[str, Any] | None = None) -> None:
+    """Run several SQL files in order."""
+    for name in names:
+        run(con, name, params)
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """BEGIN … COMMIT, or ROLLBACK on any error (a killed process commits nothing)."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     for name in SCHEMA_FILES:
         run(con, name)

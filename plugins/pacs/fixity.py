@@ -269,8 +269,7 @@ def record_and_repair(cfg: Config, fixity_id: str, *, now: dt.datetime | None = 
                 if done:
                     r["repaired"], r["repair"] = True, done
         con.register("fixity_results", pa.Table.from_pylist(results, schema=RESULT_SCHEMA))
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with catalogue.transaction(con):
             catalogue.run(con, "fixity_record", {"fixity_id": fixity_id, "now": now})
             counts = con.execute(
                 "SELECT kind, count(*) FILTER (WHERE repaired_at IS NULL), count(*) FILTER (WHERE repaired_at IS NOT "
@@ -284,10 +283,6 @@ def record_and_repair(cfg: Config, fixity_id: str, *, now: dt.datetime | None = 
                 "unresolved = $un, finished_at = $now WHERE fixity_id = $f",
                 {"on": online_checked, "off": offline_objects, "fi": findings, "un": unresolved, "now": now,
                  "f": fixity_id})
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
     by_kind = {kind: {"unresolved": int(n), "repaired": int(m)} for kind, n, m in counts}
     summary = {"fixity_id": fixity_id, "online_checked": online_checked, "offline_objects_checked": offline_objects,
                "findings": by_kind, "unresolved": unresolved}

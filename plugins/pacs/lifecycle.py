@@ -91,8 +91,7 @@ def plan(cfg: Config, *, logical_date: dt.date, run_id: str = "manual", dry_run:
         con.execute("SET memory_limit = '300MB'")
         existing = con.execute("SELECT count(*) FROM lifecycle_run WHERE plan_id = $p", {"p": plan_id}).fetchall()
         _register_policy(con, policy)
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with catalogue.transaction(con):
             if not existing[0][0]:
                 catalogue.run(con, "lifecycle_candidates", params)
                 studies, images, nbytes = con.execute(
@@ -114,10 +113,6 @@ def plan(cfg: Config, *, logical_date: dt.date, run_id: str = "manual", dry_run:
                     {"p": plan_id, "r": run_id, "d": logical_date, "dry": dry_run,
                      "pol": json.dumps(policy.as_dict()), "s": studies, "i": images, "b": nbytes,
                      "o": online_before, "now": now})
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         by_rule = {r: {"studies": int(s), "images": int(i), "bytes": int(b)} for r, s, i, b in con.execute(
             "SELECT rule, count(*), sum(images), sum(bytes) FROM lifecycle_plan WHERE plan_id = $p "
             "GROUP BY rule ORDER BY rule", {"p": plan_id}).fetchall()}
@@ -267,15 +262,8 @@ def switch_and_purge(cfg: Config, plan_id: str | None, *, logical_date: dt.date,
                 planned = pq.read_table(f, columns=["sop_instance_uid", "study_instance_uid"])
             con.register("planned_images", planned)
             con.register("copied", _copied_table(cfg, plan_id))
-            con.execute("BEGIN TRANSACTION")
-            try:
-                catalogue.run(con, "lifecycle_switch", params)
-                catalogue.run(con, "aggregates", params)
-                catalogue.run(con, "lifecycle_study_state", params)
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+            with catalogue.transaction(con):
+                catalogue.run_all(con, ("lifecycle_switch", "aggregates", "lifecycle_study_state"), params)
         purge = con.sql(sql.load("lifecycle_purge_list"), params={"logical_date": logical_date}).to_arrow_table()
         deleted = []
         for r in purge.to_pylist():
@@ -283,15 +271,8 @@ def switch_and_purge(cfg: Config, plan_id: str | None, *, logical_date: dt.date,
             deleted.append(r)
         if deleted:
             con.register("purged", pa.Table.from_pylist(deleted).select(["sop_instance_uid", "study_instance_uid"]))
-            con.execute("BEGIN TRANSACTION")
-            try:
-                catalogue.run(con, "lifecycle_purge_apply", params)
-                catalogue.run(con, "aggregates", params)
-                catalogue.run(con, "lifecycle_study_state", params)
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+            with catalogue.transaction(con):
+                catalogue.run_all(con, ("lifecycle_purge_apply", "aggregates", "lifecycle_study_state"), params)
         if plan_id:
             rows = con.execute(
                 "SELECT rule, count(*), coalesce(sum(images), 0), coalesce(sum(bytes), 0) FROM lifecycle_plan "
@@ -383,15 +364,8 @@ def recall(cfg: Config, *, study_uids: Sequence[str] = (), patient_id: str | Non
             recalled, schema=pa.schema([("sop_instance_uid", pa.string()), ("online_uri", pa.string())])))
         params = {"now": now, "pinned_until": pin, "recall_id": recall_id, "run_id": run_id,
                   "state": "failed" if error else "online"}
-        con.execute("BEGIN TRANSACTION")
-        try:
-            catalogue.run(con, "recall_commit", params)
-            catalogue.run(con, "aggregates", params)
-            catalogue.run(con, "lifecycle_study_state", params)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+        with catalogue.transaction(con):
+            catalogue.run_all(con, ("recall_commit", "aggregates", "lifecycle_study_state"), params)
     if error is not None:
         if isinstance(error, OSError) and error.errno == 28:
             raise RecallError(f"the online tier ran out of space after {len(recalled)} file(s); those are "

@@ -18,9 +18,9 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pydicom
 import pytest
+from conftest import query as _q
 
 from pacs import synth
 
@@ -52,13 +52,6 @@ def _task_states(dr: Any) -> dict[str, str]:
                                                  TaskInstance.run_id == dr.run_id).all()
         return {f"{t.task_id}[{t.map_index}]": str(t.state) for t in tis}
 
-
-def _q(cfg: Any, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(cfg.duckdb), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def _copy_drop(result: synth.SynthResult, landing: Path) -> int:

@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
+from conftest import query as _q
 
 from pacs import synth
 from pacs.ingest import run_ingest
@@ -29,13 +29,6 @@ def _dag(dag_id: str) -> Any:
     assert not bag.import_errors, bag.import_errors
     return bag.dags[dag_id]
 
-
-def _q(cfg: Any, sql: str, params: dict | None = None) -> list[tuple]:
-    con = duckdb.connect(str(cfg.duckdb), read_only=True)
-    try:
-        return con.execute(sql, params or {}).fetchall()
-    finally:
-        con.close()
 
 
 def _task_states(dr: Any) -> dict[str, str]:

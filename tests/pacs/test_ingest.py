@@ -14,8 +14,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
+from conftest import query as _q
 
 from pacs import journal, synth
 from pacs.cli import check
@@ -23,13 +23,6 @@ from pacs.ingest import run_ingest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-
-def _q(cfg: Any, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(cfg.duckdb), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def _state(cfg: Any) -> dict[str, Any]:

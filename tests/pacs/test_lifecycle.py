@@ -17,8 +17,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
+from conftest import query as _q
 
 from pacs import synth
 from pacs.cli import check
@@ -30,13 +30,6 @@ ROOT = Path(__file__).resolve().parents[2]
 DAY = dt.date(2026, 6, 1)
 BUCKET = "pacs-offline"
 
-
-def _q(cfg: Any, query: str, params: dict | None = None) -> list[tuple]:
-    con = duckdb.connect(str(cfg.duckdb), read_only=True)
-    try:
-        return con.execute(query, params or {}).fetchall()
-    finally:
-        con.close()
 
 
 def _build(archive: Any, s3: Any, tmp_path: Path, **policy: Any) -> Any:
