@@ -44,7 +44,7 @@ demo: airflow-init
 
 ## make airflow — the Airflow UI on http://localhost:8080 with the project's DAGs
 airflow: airflow-init
-	$(BIN)/airflow standalone
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/airflow standalone
 
 ## make bench — every benchmark (about 40 minutes); figures, never assertions
 bench: install
