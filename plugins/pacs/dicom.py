@@ -19,7 +19,6 @@ import warnings
 from dataclasses import dataclass
 from typing import IO, Any
 
-import pydicom
 from pydicom.charset import convert_encodings, decode_bytes, default_encoding
 from pydicom.datadict import _dictionary_vr_fast, tag_for_keyword
 from pydicom.dataelem import RawDataElement
@@ -328,6 +327,3 @@ def read_header(fs: Any, path: str, size: int | None = None, block_size: int = 6
     with fs.open(path, "rb", block_size=block_size, cache_type="readahead") as f:
         return parse_header(f, size)
 
-
-def pydicom_version() -> str:
-    return pydicom.__version__

@@ -100,13 +100,6 @@ def plan(cfg: Config, *, logical_date: dt.date, run_id: str = "manual", now: dt.
     return info
 
 
-def _hash(loc: Location, path: str) -> str | None:
-    try:
-        return (storage.hash_local(path) if loc.is_local else storage.hash_path(loc.fs, path))[0]
-    except FileNotFoundError:
-        return None
-
-
 def _result(tier: str, row: dict[str, Any], status: str, actual: str | None, detail: str) -> dict[str, Any]:
     return {"tier": tier, "uri": row["uri"], "sop_instance_uid": row["sop_instance_uid"], "status": status,
             "expected_sha256": row["sha256"], "actual_sha256": actual, "detail": detail, "repaired": False,
@@ -125,7 +118,7 @@ def verify_chunk(cfg: Config, fixity_id: str, chunk: str) -> dict[str, Any]:
     out: list[dict[str, Any]] = []
     if tier == "online":
         for r in rows:
-            got = _hash(loc, loc.path_of_uri(r["uri"]))
+            got = storage.hash_at(loc, loc.path_of_uri(r["uri"]))
             if got is None:
                 out.append(_result(tier, r, "missing", None, "the catalogued online file does not exist"))
             elif got != r["sha256"]:
@@ -237,7 +230,7 @@ def _repair(cfg: Config, con: Any, r: dict[str, Any], verified_ok: dict[tuple[st
         except (transfer.CorruptCopyError, FileNotFoundError):
             return None
         storage.write(cfg.online, cfg.online.path_of_uri(online_uri), data, sha, fsync=True, overwrite=True)
-        if _hash(cfg.online, cfg.online.path_of_uri(online_uri)) != sha:
+        if storage.hash_at(cfg.online, cfg.online.path_of_uri(online_uri)) != sha:
             return None
         return "restored from the verified offline copy"
     if r["tier"] == "offline" and offline_uri == r["uri"] and offset is None and online_uri \

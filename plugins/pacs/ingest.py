@@ -355,11 +355,7 @@ def examine(cfg: Config, batch_id: str, f: dict[str, Any], move_ok: bool, move_q
 
 def _holds(loc: Location, path: str, sha256: str) -> bool:
     """Whether an existing file at ``path`` has exactly the bytes with ``sha256``."""
-    try:
-        got, _ = storage.hash_local(path) if loc.is_local else storage.hash_path(loc.fs, path)
-    except FileNotFoundError:
-        return False
-    return got == sha256
+    return storage.hash_at(loc, path) == sha256
 
 
 def _apply_moves(cfg: Config, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -398,12 +394,6 @@ PARALLEL_MIN_FILES = 64
 _WORKER_CONFIGS: dict[str, Config] = {}
 
 
-def _init_worker(environ: dict[str, str]) -> None:
-    """Worker processes see the environment of the task that started them (credentials, paths)."""
-    os.environ.clear()
-    os.environ.update(environ)
-
-
 def _examine_chunk(config_path: str, batch_id: str, args: list[tuple[dict[str, Any], bool, bool]]
                    ) -> list[dict[str, Any]]:
     from pacs.config import load_config
@@ -429,8 +419,7 @@ def _examine_parallel(cfg: Config, batch_id: str, args: list[tuple[dict[str, Any
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     size = -(-len(args) // (n * 4))  # a few chunks per worker evens out uneven file sizes
     chunks = [args[i:i + size] for i in range(0, len(args), size)]
-    with cf.ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_init_worker,
-                                initargs=(dict(os.environ),)) as pool:
+    with cf.ProcessPoolExecutor(max_workers=n, mp_context=ctx) as pool:
         parts = pool.map(_examine_chunk, [str(cfg.path)] * len(chunks), [batch_id] * len(chunks), chunks)
         return [row for part in parts for row in part]
 

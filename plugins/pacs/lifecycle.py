@@ -383,11 +383,10 @@ def _recall_one(cfg: Config, r: dict[str, Any]) -> str:
                                   r["offline_length"])
     key = image_key(r["study_date"], r["study_instance_uid"], r["series_instance_uid"], r["sop_instance_uid"])
     path = cfg.online.path(key)
-    if not storage.write(cfg.online, path, data, r["sha256"], fsync=cfg.ingest.fsync):
-        # something already occupies the path: keep it only if it is exactly this image
-        got = storage.hash_local(path)[0] if cfg.online.is_local else storage.hash_path(cfg.online.fs, path)[0]
-        if got != r["sha256"]:
-            storage.write(cfg.online, path, data, r["sha256"], fsync=cfg.ingest.fsync, overwrite=True)
+    # a file already at the path is kept only if it is exactly this image
+    if not storage.write(cfg.online, path, data, r["sha256"], fsync=cfg.ingest.fsync) \
+            and storage.hash_at(cfg.online, path) != r["sha256"]:
+        storage.write(cfg.online, path, data, r["sha256"], fsync=cfg.ingest.fsync, overwrite=True)
     return cfg.online.uri(path)
 
 

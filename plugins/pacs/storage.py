@@ -220,34 +220,12 @@ def copy_stream(src_fs: AbstractFileSystem, src: str, loc: Location, dst: str, *
     return Written(dst, h.hexdigest(), size, True)
 
 
-def remote_sha256(loc: Location, path: str) -> str | None:
-    """The SHA-256 the object store recorded for an object (hex), if it keeps one."""
-    bucket, _, key = path.partition("/")
+def hash_at(loc: Location, path: str) -> str | None:
+    """sha256 of the file at ``path`` in ``loc``, or None when there is none."""
     try:
-        head = loc.fs.call_s3("head_object", Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+        return (hash_local(path) if loc.is_local else hash_path(loc.fs, path))[0]
     except FileNotFoundError:
         return None
-    b64 = head.get("ChecksumSHA256")
-    if not b64 or "-" in b64:  # multipart composite checksums are not whole-object digests
-        return None
-    return base64.b64decode(b64).hex()
-
-
-def verify(loc: Location, path: str, sha256: str, size: int, *, read_back: bool = True) -> bool:
-    """Whether ``path`` holds exactly the bytes with ``sha256``/``size``."""
-    fs = loc.fs
-    try:
-        info_size = os.path.getsize(path) if loc.is_local else fs.info(path)["size"]
-    except FileNotFoundError:
-        return False
-    if info_size != size:
-        return False
-    if not read_back and not loc.is_local:
-        recorded = remote_sha256(loc, path)
-        if recorded is not None:
-            return recorded == sha256
-    got, _ = hash_local(path) if loc.is_local else hash_path(fs, path)
-    return got == sha256
 
 
 def remove(loc_or_fs: Location | AbstractFileSystem, path: str) -> bool:

@@ -15,7 +15,6 @@ ranged read.
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime as dt
 import hashlib
 import io
@@ -67,25 +66,22 @@ def read_verified(loc: Location, uri: str, sha256: str, offset: int | None = Non
     return data
 
 
-def _b64(hex_digest: str) -> str:
-    return base64.b64encode(bytes.fromhex(hex_digest)).decode()
-
-
 async def _put_one(fs, put: Put, sem: asyncio.Semaphore, read_back: bool) -> str:
     bucket, key, _ = fs.split_path(put.path)
     async with sem:
         try:
             resp = await fs._call_s3(
                 "put_object", Bucket=bucket, Key=key, Body=put.data, ChecksumAlgorithm="SHA256",
-                ChecksumSHA256=_b64(put.sha256), IfNoneMatch="*")
+                ChecksumSHA256=storage.sha256_b64(put.sha256), IfNoneMatch="*")
             method = "checksum"
             echoed = resp.get("ChecksumSHA256")
-            if echoed and echoed != _b64(put.sha256):
+            if echoed and echoed != storage.sha256_b64(put.sha256):
                 raise CorruptCopyError(f"s3://{put.path}: the store recorded another checksum")
         except FileExistsError:
             head = await fs._call_s3("head_object", Bucket=bucket, Key=key, ChecksumMode="ENABLED")
             recorded = head.get("ChecksumSHA256")
-            if head.get("ContentLength") != len(put.data) or (recorded and recorded != _b64(put.sha256)):
+            expected = storage.sha256_b64(put.sha256)
+            if head.get("ContentLength") != len(put.data) or (recorded and recorded != expected):
                 raise CorruptCopyError(f"s3://{put.path} already exists with other bytes") from None
             method = "existing"
             read_back = read_back or not recorded
