@@ -30,7 +30,6 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pacs import catalogue, journal, lifecycle, sql, storage, transfer
 from pacs.config import Config, Location, load_config
@@ -57,13 +56,11 @@ def _key(fixity_id: str, name: str) -> str:
 
 
 def _read(cfg: Config, fixity_id: str, name: str, filters: list[tuple[str, str, Any]] | None = None) -> pa.Table:
-    with cfg.work.fs.open(cfg.work.path(_key(fixity_id, name)), "rb") as f:
-        return pq.read_table(f, filters=filters)
+    return journal.read_table(cfg.work, fixity_id, name, prefix=PREFIX, filters=filters)
 
 
 def _exists(cfg: Config, fixity_id: str, name: str) -> bool:
-    path = cfg.work.path(_key(fixity_id, name))
-    return os.path.exists(path) if cfg.work.is_local else cfg.work.fs.exists(path)
+    return journal.has(cfg.work, fixity_id, name, prefix=PREFIX)
 
 
 def plan(cfg: Config, *, logical_date: dt.date, run_id: str = "manual", now: dt.datetime | None = None

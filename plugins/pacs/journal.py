@@ -91,9 +91,23 @@ def write_table(work: Location, batch_id: str, name: str, table: pa.Table, prefi
     _put(work, path(work, batch_id, name, prefix), buf.getvalue())
 
 
-def read_table(work: Location, batch_id: str, name: str) -> pa.Table:
-    with work.fs.open(path(work, batch_id, name), "rb") as f:
-        return pq.read_table(f)
+def read_table(work: Location, batch_id: str, name: str, prefix: str = PREFIX,
+               filters: list[tuple[str, str, Any]] | None = None, columns: list[str] | None = None) -> pa.Table:
+    with work.fs.open(path(work, batch_id, name, prefix), "rb") as f:
+        return pq.read_table(f, filters=filters, columns=columns)
+
+
+def names(work: Location, batch_id: str, prefix: str = PREFIX) -> list[str]:
+    """The files a batch's (or plan's) folder holds, sorted."""
+    folder = work.path(f"{prefix}/{checked_batch_id(batch_id)}")
+    if work.is_local:
+        try:
+            return sorted(os.listdir(folder))
+        except FileNotFoundError:
+            return []
+    if not work.fs.exists(folder):
+        return []
+    return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in work.fs.ls(folder, detail=False))
 
 
 def mark(work: Location, batch_id: str, name: str, info: dict[str, Any] | None = None) -> None:

@@ -27,12 +27,10 @@ import hashlib
 import json
 import logging
 import math
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pacs import catalogue, journal, sql, storage, transfer
 from pacs.config import Config, Location, load_config
@@ -119,7 +117,7 @@ def plan(cfg: Config, *, logical_date: dt.date, run_id: str = "manual", dry_run:
         studies, images, nbytes, nbatches = con.execute(
             "SELECT count(*), coalesce(sum(images), 0), coalesce(sum(bytes), 0), coalesce(max(batch_no) + 1, 0) "
             "FROM lifecycle_plan WHERE plan_id = $p", {"p": plan_id}).fetchall()[0]
-        if not dry_run and not journal_has(cfg.work, plan_id, "images.parquet"):
+        if not dry_run and not journal.has(cfg.work, plan_id, "images.parquet", prefix=PREFIX):
             _write_query(con, cfg.work, _key(plan_id, "images.parquet"), sql.load("lifecycle_plan_images"),
                          {"plan_id": plan_id})
         _write_query(con, cfg.work, _key(plan_id, "plan.parquet"),
@@ -134,17 +132,6 @@ def plan(cfg: Config, *, logical_date: dt.date, run_id: str = "manual", dry_run:
     return summary
 
 
-def journal_has(work: Location, plan_id: str, name: str) -> bool:
-    path = work.path(_key(plan_id, name))
-    return os.path.exists(path) if work.is_local else work.fs.exists(path)
-
-
-def _read_batch(cfg: Config, plan_id: str, batch_no: int) -> list[dict[str, Any]]:
-    with cfg.work.fs.open(cfg.work.path(_key(plan_id, "images.parquet")), "rb") as f:
-        table = pq.read_table(f, filters=[("batch_no", "=", batch_no)])
-    return table.to_pylist()
-
-
 _COPIED_SCHEMA = pa.schema([
     ("sop_instance_uid", pa.string()), ("offline_uri", pa.string()), ("offline_offset", pa.int64()),
     ("offline_length", pa.int64()), ("verified_at", pa.timestamp("us", tz="UTC")), ("method", pa.string()),
@@ -154,12 +141,12 @@ _COPIED_SCHEMA = pa.schema([
 def migrate_batch(cfg: Config, plan_id: str, batch_no: int, *, policy: Policy | None = None) -> dict[str, Any]:
     """Copy one batch of planned images offline and verify them (no catalogue access)."""
     policy = policy or load_policy(cfg)
-    done_key = _key(plan_id, f"copied-{batch_no:04d}.parquet")
-    if journal_has(cfg.work, plan_id, f"copied-{batch_no:04d}.parquet"):
-        with cfg.work.fs.open(cfg.work.path(done_key), "rb") as f:
-            t = pq.read_table(f)
+    done = f"copied-{batch_no:04d}.parquet"
+    if journal.has(cfg.work, plan_id, done, prefix=PREFIX):
+        t = journal.read_table(cfg.work, plan_id, done, prefix=PREFIX)
         return {"batch": batch_no, "files": t.num_rows, "resumed": True}
-    rows = _read_batch(cfg, plan_id, batch_no)
+    rows = journal.read_table(cfg.work, plan_id, "images.parquet", prefix=PREFIX,
+                              filters=[("batch_no", "=", batch_no)]).to_pylist()
     todo = [r for r in rows if not (r["offline_uri"] and r["offline_verified_at"])]
     out: list[dict[str, Any]] = []
     moved_bytes = 0
@@ -183,7 +170,7 @@ def migrate_batch(cfg: Config, plan_id: str, batch_no: int, *, policy: Policy | 
         out.extend(_copy_files(cfg, chunk, policy))
         moved_bytes += size
     table = pa.Table.from_pylist(out, schema=_COPIED_SCHEMA)
-    journal.write_table(cfg.work, plan_id, f"copied-{batch_no:04d}.parquet", table, prefix=PREFIX)
+    journal.write_table(cfg.work, plan_id, done, table, prefix=PREFIX)
     log.info("migrate %s batch %d: %d file(s) copied and verified, %.1f MB", plan_id, batch_no, len(out),
              moved_bytes / 1e6)
     return {"batch": batch_no, "files": len(out), "bytes": moved_bytes, "already_offline": len(rows) - len(todo)}
@@ -241,12 +228,9 @@ def _pack_series(cfg: Config, members: list[dict[str, Any]], policy: Policy) -> 
 
 
 def _copied_table(cfg: Config, plan_id: str) -> pa.Table:
-    tables = []
-    for b in range(MAX_BATCHES):
-        name = f"copied-{b:04d}.parquet"
-        if journal_has(cfg.work, plan_id, name):
-            with cfg.work.fs.open(cfg.work.path(_key(plan_id, name)), "rb") as f:
-                tables.append(pq.read_table(f))
+    """What every finished migrate batch of a plan copied and verified."""
+    tables = [journal.read_table(cfg.work, plan_id, n, prefix=PREFIX) for n in journal.names(cfg.work, plan_id, PREFIX)
+              if n.startswith("copied-") and n.endswith(".parquet")]
     return pa.concat_tables(tables) if tables else _COPIED_SCHEMA.empty_table()
 
 
@@ -257,9 +241,9 @@ def switch_and_purge(cfg: Config, plan_id: str | None, *, logical_date: dt.date,
     params = {"plan_id": plan_id, "now": now, "logical_date": logical_date}
     moved: dict[str, Any] = {}
     with catalogue.opened(cfg.duckdb) as con:
-        if plan_id and journal_has(cfg.work, plan_id, "images.parquet"):
-            with cfg.work.fs.open(cfg.work.path(_key(plan_id, "images.parquet")), "rb") as f:
-                planned = pq.read_table(f, columns=["sop_instance_uid", "study_instance_uid"])
+        if plan_id and journal.has(cfg.work, plan_id, "images.parquet", prefix=PREFIX):
+            planned = journal.read_table(cfg.work, plan_id, "images.parquet", prefix=PREFIX,
+                                         columns=["sop_instance_uid", "study_instance_uid"])
             con.register("planned_images", planned)
             con.register("copied", _copied_table(cfg, plan_id))
             with catalogue.transaction(con):
