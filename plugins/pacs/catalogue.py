@@ -290,6 +290,13 @@ def _write_parquet(loc: Location, key: str, reader: pa.RecordBatchReader) -> int
     return rows
 
 
+def write_query(con: duckdb.DuckDBPyConnection, loc: Location, key: str, query: str,
+                params: dict[str, Any] | None = None, batch_rows: int = 100_000) -> int:
+    """Stream a query's result into one Parquet file at ``key`` of ``loc``; returns the row count."""
+    reader = con.sql(query, params=sql.params_for(query, params or {})).to_arrow_reader(batch_rows)
+    return _write_parquet(loc, key, reader)
+
+
 def refresh_snapshot(con: duckdb.DuckDBPyConnection, loc: Location, *, force: bool = False) -> dict[str, Any]:
     """Refresh the hive-partitioned Parquet snapshot; only changed partitions are rewritten.
 
@@ -318,8 +325,7 @@ def refresh_snapshot(con: duckdb.DuckDBPyConnection, loc: Location, *, force: bo
         table, _, year = part.partition("/study_year=")
         query = sql.load(f"snapshot_{table}")
         params = {"year": int(year)} if year else {}
-        reader = con.sql(query, params=params).to_arrow_reader(200_000)
-        _write_parquet(loc, f"{part}/data.parquet", reader)
+        write_query(con, loc, f"{part}/data.parquet", query, params, batch_rows=200_000)
         written += 1
     # Partitions that no longer exist (e.g. a study's date was filled in) are removed.
     for part in set(prev_parts) - set(parts):

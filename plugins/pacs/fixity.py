@@ -31,7 +31,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from pacs import catalogue, journal, lifecycle, sql, storage, transfer
+from pacs import catalogue, journal, sql, storage, transfer
 from pacs.config import Config, Location, load_config
 from pacs.policy import load_policy
 
@@ -73,13 +73,13 @@ def plan(cfg: Config, *, logical_date: dt.date, run_id: str = "manual", now: dt.
         total_offline = con.execute(
             "SELECT count(DISTINCT offline_uri) FROM image WHERE offline_uri IS NOT NULL").fetchall()[0][0]
         share = math.ceil(total_offline / policy.fixity_offline_weeks) if total_offline else 0
-        n_online = lifecycle._write_query(con, cfg.work, _key(fixity_id, "online.parquet"),
-                                          sql.load("fixity_online"), {"chunk": ONLINE_CHUNK})
-        n_offline = lifecycle._write_query(con, cfg.work, _key(fixity_id, "offline.parquet"),
-                                           sql.load("fixity_offline"), {"chunk": OFFLINE_CHUNK, "share": share})
+        n_online = catalogue.write_query(con, cfg.work, _key(fixity_id, "online.parquet"),
+                                         sql.load("fixity_online"), {"chunk": ONLINE_CHUNK})
+        n_offline = catalogue.write_query(con, cfg.work, _key(fixity_id, "offline.parquet"),
+                                          sql.load("fixity_offline"), {"chunk": OFFLINE_CHUNK, "share": share})
         for tier in ("online", "offline"):
-            lifecycle._write_query(con, cfg.work, _key(fixity_id, f"known-{tier}.parquet"),
-                                   sql.load("fixity_known"), {"tier": tier})
+            catalogue.write_query(con, cfg.work, _key(fixity_id, f"known-{tier}.parquet"),
+                                  sql.load("fixity_known"), {"tier": tier})
         con.execute(
             "INSERT INTO fixity_run (fixity_id, run_id, logical_date, online_checked, offline_checked, offline_total, "
             "findings, unresolved, started_at) VALUES ($f, $r, $d, 0, 0, $t, 0, 0, $now) "

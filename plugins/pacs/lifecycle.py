@@ -33,7 +33,7 @@ from typing import Any
 import pyarrow as pa
 
 from pacs import catalogue, journal, sql, storage, transfer
-from pacs.config import Config, Location, load_config
+from pacs.config import Config, load_config
 from pacs.layout import image_key, series_pack_key
 from pacs.policy import Policy, load_policy
 
@@ -64,11 +64,6 @@ def _register_policy(con: Any, policy: Policy) -> None:
     con.register("hold_patients", pa.table({"patient_id": pa.array(sorted(policy.hold_patients), pa.string())}))
     con.register("hold_studies", pa.table({"study_instance_uid": pa.array(sorted(policy.hold_studies),
                                                                           pa.string())}))
-
-
-def _write_query(con: Any, loc: Location, key: str, query: str, params: dict[str, Any]) -> int:
-    reader = con.sql(query, params=sql.params_for(query, params)).to_arrow_reader(100_000)
-    return catalogue._write_parquet(loc, key, reader)
 
 
 def plan(cfg: Config, *, logical_date: dt.date, run_id: str = "manual", dry_run: bool = False,
@@ -118,11 +113,11 @@ def plan(cfg: Config, *, logical_date: dt.date, run_id: str = "manual", dry_run:
             "SELECT count(*), coalesce(sum(images), 0), coalesce(sum(bytes), 0), coalesce(max(batch_no) + 1, 0) "
             "FROM lifecycle_plan WHERE plan_id = $p", {"p": plan_id}).fetchall()[0]
         if not dry_run and not journal.has(cfg.work, plan_id, "images.parquet", prefix=PREFIX):
-            _write_query(con, cfg.work, _key(plan_id, "images.parquet"), sql.load("lifecycle_plan_images"),
-                         {"plan_id": plan_id})
-        _write_query(con, cfg.work, _key(plan_id, "plan.parquet"),
-                     "SELECT * FROM lifecycle_plan WHERE plan_id = $plan_id ORDER BY batch_no, age_date",
-                     {"plan_id": plan_id})
+            catalogue.write_query(con, cfg.work, _key(plan_id, "images.parquet"),
+                                  sql.load("lifecycle_plan_images"), {"plan_id": plan_id})
+        catalogue.write_query(con, cfg.work, _key(plan_id, "plan.parquet"),
+                              "SELECT * FROM lifecycle_plan WHERE plan_id = $plan_id ORDER BY batch_no, age_date",
+                              {"plan_id": plan_id})
     summary = {"plan_id": plan_id, "logical_date": logical_date.isoformat(), "dry_run": dry_run,
                "studies": int(studies), "images": int(images), "bytes": int(nbytes), "by_rule": by_rule,
                "batches": list(range(int(nbatches))) if not dry_run else [],
