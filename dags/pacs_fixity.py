@@ -13,7 +13,6 @@ fails the run with a message naming the counts, and the alert callback records i
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from datetime import timedelta
 from typing import Any
@@ -23,6 +22,7 @@ from airflow.sdk import dag, task
 
 from pacs.alerts import on_failure
 from pacs.catalogue import POOL
+from pacs.runs import run_moment
 
 
 @dag(
@@ -41,7 +41,7 @@ def pacs_fixity() -> None:
         from pacs.config import load_config
         from pacs.fixity import plan as make_plan
 
-        when = logical_date or getattr(dag_run, "run_after", None) or dt.datetime.now(dt.UTC)
+        when = run_moment(logical_date, getattr(dag_run, "run_after", None))
         return make_plan(load_config(), logical_date=when.date(), run_id=run_id or "manual")
 
     @task

@@ -31,11 +31,11 @@ from airflow.sdk import Param, dag, task
 from pacs.alerts import on_failure
 from pacs.assets import CATALOGUE
 from pacs.catalogue import POOL
+from pacs.runs import run_moment
 
 
 def _day(logical_date: Any, dag_run: Any) -> dt.date:
-    when = logical_date or getattr(dag_run, "run_after", None)
-    return when.date() if when is not None else dt.datetime.now(dt.UTC).date()
+    return run_moment(logical_date, getattr(dag_run, "run_after", None)).date()
 
 
 @dag(

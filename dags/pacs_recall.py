@@ -25,6 +25,7 @@ from airflow.sdk import Param, dag, task
 from pacs.alerts import on_failure
 from pacs.assets import CATALOGUE
 from pacs.catalogue import POOL
+from pacs.runs import run_moment
 
 
 @dag(
@@ -51,7 +52,7 @@ def pacs_recall() -> None:
         from pacs.lifecycle import recall as recall_studies
 
         params = params or {}
-        when = logical_date or getattr(dag_run, "run_after", None) or dt.datetime.now(dt.UTC)
+        when = run_moment(logical_date, getattr(dag_run, "run_after", None))
         pin = dt.date.fromisoformat(params["pin_until"]) if params.get("pin_until") else None
         summary = recall_studies(load_config(), study_uids=params.get("study_uids") or [],
                                  patient_id=params.get("patient_id"),

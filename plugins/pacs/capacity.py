@@ -62,6 +62,7 @@ import pyarrow.parquet as pq
 from pacs import catalogue, forecast, sql
 from pacs.config import Config, ConfigError, Location, load_config, parse_size
 from pacs.policy import Policy, load_policy
+from pacs.runs import RunDateError, run_moment
 
 log = logging.getLogger(__name__)
 
@@ -161,12 +162,10 @@ def as_of_for(day: dt.date) -> dt.datetime:
 
 def run_as_of(logical_date: dt.datetime | None, run_after: dt.datetime | None) -> dt.datetime:
     """The moment a DAG run reports at: its logical date, or ``run_after`` for asset-triggered runs."""
-    moment = logical_date or run_after
-    if moment is None:
-        raise ReportError("the run has neither a logical date nor run_after")
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC)
+    try:
+        return run_moment(logical_date, run_after)
+    except RunDateError as exc:
+        raise ReportError(str(exc)) from exc
 
 
 # ---------------------------------------------------------------------------------------------
