@@ -133,6 +133,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(parser, args)
+    except (OSError, ValueError, RuntimeError) as exc:
+        from pacs.catalogue import CatalogueBusyError
+        from pacs.config import ConfigError
+        from pacs.storage import TierError
+
+        if args.verbose or not isinstance(exc, TierError | ConfigError | CatalogueBusyError):
+            raise
+        print(f"pacs {args.command}: {exc}", file=sys.stderr)  # one line; -v shows the traceback
+        return 1
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "ingest":
         from pacs.ingest import run_ingest
 

@@ -26,17 +26,19 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydicom.datadict import tag_for_keyword
 
 from pacs import catalogue, journal, storage
 from pacs.config import Config, Location
-from pacs.dicom import HeaderError, read_header, read_header_bytes
+from pacs.dicom import HEADER_FIELDS, HeaderError, read_header, read_header_bytes
 from pacs.layout import image_key, quarantine_key
 from pacs.quarantine import RESUBMIT_FOLDER
-from pacs.validation import UIDS, UNSAFE_PATH, is_valid_uid, validate
+from pacs.validation import INVALID_VALUE, UIDS, UNREADABLE, UNSAFE_PATH, is_valid_uid, validate
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,7 @@ STAGED_SCHEMA = pa.schema([
     ("received_at", pa.timestamp("us", tz="UTC")), ("status", _STR), ("reason", _STR), ("detail", _STR),
     ("sha256", _STR), ("size_bytes", pa.int64()), ("dst_uri", _STR), ("move", pa.bool_()),
     ("in_place", pa.bool_()), ("quarantine_uri", _STR), ("sidecar_uri", _STR),
+    ("source_dev", pa.int64()), ("source_ino", pa.int64()), ("read_mtime_ns", pa.int64()),
     *HEADER_SCHEMA,
 ])
 _HEADER_COLS = [name for name, _ in HEADER_SCHEMA]
@@ -139,40 +142,131 @@ def walk_landing(loc: Location, cfg: Config) -> Iterator[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def _sweep_lock(work: Location) -> Iterator[None]:
-    """One sweep at a time (a DAG run and a ``pacs ingest`` must not claim the same file twice)."""
-    if not work.is_local:
-        yield
+def _sweep_lock(work: Location, timeout: float = 600.0) -> Iterator[None]:
+    """One sweep at a time (a DAG run and a ``pacs ingest`` must not claim the same file twice).
+
+    A blocking ``flock`` on a local ``work`` folder; a lease (see :mod:`pacs.journal`) on
+    object storage, waited for.
+    """
+    if work.is_local:
+        os.makedirs(work.path(journal.PREFIX), exist_ok=True)
+        with open(work.path(f"{journal.PREFIX}/.sweep.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
         return
-    os.makedirs(work.path(journal.PREFIX), exist_ok=True)
-    with open(work.path(f"{journal.PREFIX}/.sweep.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    deadline = time.monotonic() + timeout
+    while True:
+        with journal.lease(work, "sweep", prefix="locks") as held:
+            if held:
+                yield
+                return
+        if time.monotonic() > deadline:
+            raise storage.TierError(0, f"another sweep has held the journal at {work.url} for {timeout:.0f}s; "
+                                       "re-run once it has finished")
+        time.sleep(1.0)
+
+
+SEEN = ".seen.json"
+LAST_SWEEP = ".last-sweep.json"
+
+
+@dataclass
+class SweepStats:
+    """What one sweep saw (counts only)."""
+
+    taken: int = 0
+    batches: int = 0
+    resumed: int = 0
+    owned_elsewhere: int = 0
+    waiting: int = 0
+    future_dated: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+def _read_seen(work: Location) -> dict[str, list[int]]:
+    p = work.path(f"{journal.PREFIX}/{SEEN}")
+    try:
+        with work.fs.open(p, "rb") as f:
+            return json.load(f)
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def _write_json(work: Location, name: str, obj: Any) -> None:
+    journal.put(work, work.path(f"{journal.PREFIX}/{name}"), json.dumps(obj).encode())
+
+
+def last_sweep(cfg: Config) -> dict[str, int]:
+    """The counts of the most recent sweep (waiting and future-dated files included)."""
+    p = cfg.work.path(f"{journal.PREFIX}/{LAST_SWEEP}")
+    try:
+        with cfg.work.fs.open(p, "rb") as f:
+            return json.load(f)
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+class _Settling:
+    """Settling by observation: a file is taken once the sweeper itself has seen its size and
+    mtime unchanged for ``settle_seconds`` (remembered between sweeps in the journal), or at
+    once when its mtime is already that old by the sweeper's clock. A file whose mtime is
+    recent or lies in the future (clock skew between the sender's host and the archive's,
+    common on NFS) is therefore taken ``settle_seconds`` after it stopped changing, whatever
+    its mtime says; the sweep reports how many files wait and how many carry future times.
+    """
+
+    def __init__(self, work: Location, settle_seconds: int) -> None:
+        self.settle_ns = settle_seconds * 1_000_000_000
+        self.now_ns = time.time_ns()
+        self.seen = _read_seen(work) if self.settle_ns else {}
+        self.still: dict[str, list[int]] = {}
+        self.waiting = self.future = 0
+
+    def settled(self, uri: str, size: int, mtime_ns: int) -> bool:
+        if not self.settle_ns:
+            return True
+        future = mtime_ns > self.now_ns
+        prev = self.seen.get(uri)
+        changed = prev is not None and (prev[0], prev[1]) != (size, mtime_ns)
+        first = prev[2] if prev is not None and not changed else self.now_ns
+        old_by_clock = not future and self.now_ns - mtime_ns >= self.settle_ns
+        if old_by_clock or (not changed and self.now_ns - first >= self.settle_ns):
+            return True
+        self.still[uri] = [size, mtime_ns, first]
+        self.waiting += 1
+        self.future += future
+        return False
 
 
 def sweep(cfg: Config, *, run_id: str = "manual", now: dt.datetime | None = None,
           limit: int | None = None) -> list[str]:
     """Write manifests for new settled files; return open batches to resume plus the new ones."""
     with _sweep_lock(cfg.work):
-        return _sweep(cfg, run_id=run_id, now=now, limit=limit)
+        ids, _stats = _sweep(cfg, run_id=run_id, now=now, limit=limit)
+    return ids
 
 
-def _sweep(cfg: Config, *, run_id: str, now: dt.datetime | None, limit: int | None) -> list[str]:
+def _sweep(cfg: Config, *, run_id: str, now: dt.datetime | None, limit: int | None
+           ) -> tuple[list[str], SweepStats]:
     now = now or dt.datetime.now(dt.UTC)
     work = cfg.work
-    resumed = journal.open_batches(work)
-    claimed = journal.claimed_sources(work, resumed)
+    stats = SweepStats()
+    open_ids = journal.open_batches(work)
+    # A batch whose lease is held belongs to a running step of another run: not ours to resume.
+    resumed = [b for b in open_ids if not journal.is_leased(work, b)]
+    stats.resumed, stats.owned_elsewhere = len(resumed), len(open_ids) - len(resumed)
+    claimed = journal.claimed_sources(work, open_ids)
     journal.prune_done(work, JOURNAL_RETENTION, now)
     limit = limit or cfg.ingest.max_files_per_run
-    settle_ns = cfg.settle_seconds * 1_000_000_000
-    wall_ns = time.time_ns()
+    settling = _Settling(work, cfg.settle_seconds)
     token_ids = iter(journal.new_batch_ids(limit // cfg.ingest.batch_size + 2, now))
     new_ids: list[str] = []
     current: list[dict[str, Any]] = []
-    taken = 0
 
     def flush() -> None:
         if not current:
@@ -186,7 +280,6 @@ def _sweep(cfg: Config, *, run_id: str, now: dt.datetime | None, limit: int | No
         new_ids.append(batch_id)
         current.clear()
 
-    unsettled = 0
     # Re-submitted files are published atomically by pacs itself: no need to wait for them.
     resubmitted = cfg.landing[0].path(RESUBMIT_FOLDER) + ("/" if not cfg.landing[0].is_local else os.sep)
     for index, loc in enumerate(cfg.landing):
@@ -194,24 +287,31 @@ def _sweep(cfg: Config, *, run_id: str, now: dt.datetime | None, limit: int | No
             uri = loc.uri(f["path"])
             if uri in claimed:
                 continue
-            settled = wall_ns - f["mtime_ns"] >= settle_ns or (index == 0 and f["path"].startswith(resubmitted))
-            if not settled:
-                unsettled += 1
+            ours = index == 0 and f["path"].startswith(resubmitted)
+            if not ours and not settling.settled(uri, f["size"], f["mtime_ns"]):
                 continue
             f["uri"] = uri
             f["landing"] = index
             current.append(f)
-            taken += 1
+            stats.taken += 1
             if len(current) >= cfg.ingest.batch_size:
                 flush()
-            if taken >= limit:
+            if stats.taken >= limit:
                 break
-        if taken >= limit:
+        if stats.taken >= limit:
             break
     flush()
-    log.info("sweep: %d new file(s) in %d batch(es), %d open batch(es) resumed, %d file(s) not settled yet",
-             taken, len(new_ids), len(resumed), unsettled)
-    return resumed + new_ids
+    stats.batches, stats.waiting, stats.future_dated = len(new_ids), settling.waiting, settling.future
+    if settling.settle_ns:
+        _write_json(work, SEEN, settling.still)
+    _write_json(work, LAST_SWEEP, stats.as_dict())
+    log.info("sweep: %d new file(s) in %d batch(es), %d open batch(es) resumed, %d left to the runs working "
+             "on them, %d file(s) waiting to settle (%d with a modification time in the future)",
+             stats.taken, stats.batches, stats.resumed, stats.owned_elsewhere, stats.waiting, stats.future_dated)
+    if stats.future_dated:
+        log.warning("%d landing file(s) carry a modification time in the future (clock skew?); they are taken "
+                    "once unchanged for %ds as seen by this sweeper", stats.future_dated, cfg.settle_seconds)
+    return resumed + new_ids, stats
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,15 +351,16 @@ def _quarantine_bytes(cfg: Config, row: dict[str, Any], data: bytes | None, src_
     Without ``fsync`` the caller flushes the filesystem before recording the batch as stored.
     """
     qpath = cfg.quarantine.path(quarantine_key(row["reason"], row["batch_id"], row["row_no"], suffix))
-    if data is not None:
-        storage.write(cfg.quarantine, qpath, data, row["sha256"] or storage.hash_bytes(data),
-                      fsync=fsync, overwrite=True, tag=row["batch_id"])
-    else:
-        written = storage.copy_stream(src_fs, src_path, cfg.quarantine, qpath, fsync=fsync,
-                                      overwrite=True, tag=row["batch_id"])
-        row["sha256"], row["size_bytes"] = written.sha256, written.size
-    row["quarantine_uri"] = cfg.quarantine.uri(qpath)
-    row["sidecar_uri"] = _sidecar(cfg, row, qpath, fsync=fsync)
+    with storage.tier_faults(cfg.quarantine):
+        if data is not None:
+            storage.write(cfg.quarantine, qpath, data, row["sha256"] or storage.hash_bytes(data),
+                          fsync=fsync, overwrite=True, tag=row["batch_id"])
+        else:
+            written = storage.copy_stream(src_fs, src_path, cfg.quarantine, qpath, fsync=fsync,
+                                          overwrite=True, tag=row["batch_id"])
+            row["sha256"], row["size_bytes"] = written.sha256, written.size
+        row["quarantine_uri"] = cfg.quarantine.uri(qpath)
+        row["sidecar_uri"] = _sidecar(cfg, row, qpath, fsync=fsync)
 
 
 def _base_row(batch_id: str, f: dict[str, Any]) -> dict[str, Any]:
@@ -272,13 +373,101 @@ def _base_row(batch_id: str, f: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+_INT32 = (-(2**31), 2**31 - 1)
+_FIELD_OF_COLUMN = {col: (int(tag_for_keyword(kw)), kw, kind) for kw, (col, kind) in HEADER_FIELDS.items()}
+
+
+def header_type_problem(header: dict[str, Any]) -> str | None:
+    """The first header column whose value the staged table cannot hold, named by its tag.
+
+    The header reader coerces every VR it meets; this is the gate that guarantees one odd
+    element can never fail a batch (the file is quarantined ``invalid_value`` instead).
+    """
+    for column, (tag, keyword, kind) in _FIELD_OF_COLUMN.items():
+        value = header.get(column)
+        if value is None:
+            continue
+        where = f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {keyword}"
+        if kind == "int":
+            if not isinstance(value, int) or isinstance(value, bool):
+                return f"{where}: value of type {type(value).__name__} is not an integer"
+            if not _INT32[0] <= value <= _INT32[1]:
+                return f"{where}: value is outside the range of a 32-bit integer"
+            continue
+        if not isinstance(value, str):
+            return f"{where}: value of type {type(value).__name__} is not text"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"{where}: value cannot be represented as UTF-8 text"
+    return None
+
+
 def examine(cfg: Config, batch_id: str, f: dict[str, Any], move_ok: bool, move_quarantine: bool
             ) -> dict[str, Any]:
     """Read, hash, parse and validate one landing file, and store it unless it is to be renamed.
 
     With ``move_ok``/``move_quarantine`` the file is only planned (``move`` set); the rename
     happens in :func:`_apply_moves` once the plan is in the journal.
+
+    One file never fails its batch: an unexpected error while reading or parsing it makes it
+    ``unreadable`` (its bytes quarantined) or, when even that is impossible, deferred with the
+    reason. Only faults of a tier (full, read-only, unreachable) stop the batch, as
+    :class:`~pacs.storage.TierError`: nothing is recorded, and the next run redoes it.
     """
+    try:
+        return _examine(cfg, batch_id, f, move_ok, move_quarantine)
+    except storage.TierError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - isolate the file, whatever went wrong with it
+        log.warning("batch %s row %s: %s while examining; the file is set aside", batch_id, f["row"],
+                    type(exc).__name__)
+        row = _base_row(batch_id, f)
+        detail = f"could not be examined ({type(exc).__name__})"
+        try:
+            loc = cfg.landing[f["landing"]]
+            _reject(row, UNREADABLE, detail, None)
+            _quarantine_bytes(cfg, row, None, loc.fs, f["path"])
+        except storage.TierError:
+            raise
+        except Exception:  # noqa: BLE001 - not even its bytes could be read: leave it in landing
+            row.update(dict.fromkeys(("reason", "quarantine_uri", "sidecar_uri")))
+            row["status"], row["detail"] = "deferred", detail
+        return row
+
+
+def _read_landing(cfg: Config, row: dict[str, Any], f: dict[str, Any]) -> tuple[bytes | None, Any, Any]:
+    """Read one landing file: (bytes or None, header or None, HeaderError or None).
+
+    Local files up to MEMORY_LIMIT are read once (sha256 and header from the same bytes) and
+    their identity (inode, size, mtime) is recorded so that a rename can later prove it moves
+    exactly these bytes. Larger or remote files are parsed from small-block reads; their bytes
+    are hashed while they are copied.
+    """
+    loc = cfg.landing[f["landing"]]
+    src = f["path"]
+    data: bytes | None = None
+    if loc.is_local and f["size"] <= MEMORY_LIMIT:
+        data, ident = storage.read_local_identified(src)
+        if ident is None:
+            raise _Changed
+        row["sha256"], row["size_bytes"] = storage.hash_bytes(data), len(data)
+        row["source_dev"], row["source_ino"], row["read_mtime_ns"] = ident.dev, ident.ino, ident.mtime_ns
+    else:
+        row["size_bytes"] = f["size"]
+    try:
+        header = read_header_bytes(data) if data is not None else read_header(loc.fs, src, size=f["size"])
+    except HeaderError as exc:
+        return data, None, exc
+    return data, header, None
+
+
+class _Changed(Exception):
+    """The landing file changed while it was being read."""
+
+
+def _examine(cfg: Config, batch_id: str, f: dict[str, Any], move_ok: bool, move_quarantine: bool
+             ) -> dict[str, Any]:
     row = _base_row(batch_id, f)
     loc = cfg.landing[f["landing"]]
     src = f["path"]
@@ -292,43 +481,32 @@ def examine(cfg: Config, batch_id: str, f: dict[str, Any], move_ok: bool, move_q
         _reject(row, UNSAFE_PATH, f.get("detail", "unsafe link"), None)
         _quarantine_bytes(cfg, row, target, suffix=".link")
         return row
-    data: bytes | None = None
     try:
-        if loc.is_local and f["size"] <= MEMORY_LIMIT:
-            data = storage.read_local(src)
-            row["sha256"], row["size_bytes"] = storage.hash_bytes(data), len(data)
-            try:
-                header = read_header_bytes(data)
-            except HeaderError as exc:
-                header, problem = None, exc
-            else:
-                problem = None
-        else:
-            # Object storage (or a very large file): header from small-block reads first.
-            row["size_bytes"] = f["size"]
-            try:
-                header = read_header(loc.fs, src, size=f["size"])
-            except HeaderError as exc:
-                header, problem = None, exc
-            else:
-                problem = None
+        data, header, problem = _read_landing(cfg, row, f)
     except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
         row["status"], row["detail"] = "deferred", f"could not read the landing file: {type(exc).__name__}"
+        return row
+    except _Changed:
+        row["status"], row["detail"] = "deferred", "the landing file changed while it was read"
         return row
 
     if problem is not None:
         _reject(row, problem.reason, problem.detail, None)
     else:
-        rejection = validate(header)
-        if rejection is not None:
+        bad_type = header_type_problem(header)
+        rejection = validate(header) if bad_type is None else None
+        if bad_type is not None:
+            _reject(row, INVALID_VALUE, bad_type, header)
+        elif rejection is not None:
             _reject(row, rejection.reason, rejection.detail, header)
         else:
             row.update({k: header.get(k) for k in _HEADER_COLS})
             row["status"] = "ok"
 
     link = f.get("link") == "inside"
+    movable = data is not None and not link and row["source_ino"] is not None
     if row["status"] == "rejected":
-        if move_quarantine and data is not None and not link:
+        if move_quarantine and movable:
             row["move"] = True
             row["quarantine_uri"] = cfg.quarantine.uri(
                 cfg.quarantine.path(quarantine_key(row["reason"], batch_id, row["row_no"])))
@@ -340,17 +518,33 @@ def examine(cfg: Config, batch_id: str, f: dict[str, Any], move_ok: bool, move_q
                     row["sop_instance_uid"])
     dst = cfg.online.path(key)
     row["dst_uri"] = cfg.online.uri(dst)
-    if move_ok and data is not None and not link:
+    if move_ok and movable:
         row["move"] = True
         return row
-    if data is not None:
-        created = storage.write(cfg.online, dst, data, row["sha256"], fsync=False, tag=batch_id)
-        row["in_place"] = created or _holds(cfg.online, dst, row["sha256"])
-    else:
-        written = storage.copy_stream(loc.fs, src, cfg.online, dst, fsync=False, tag=batch_id)
-        row["sha256"], row["size_bytes"] = written.sha256, written.size
-        row["in_place"] = written.created or _holds(cfg.online, dst, row["sha256"])
+    _store_copy(cfg, row, data, loc, src, dst)
     return row
+
+
+def _store_copy(cfg: Config, row: dict[str, Any], data: bytes | None, loc: Location, src: str, dst: str) -> None:
+    """Publish a file into the online tier by copying it (its landing file stays until commit).
+
+    From memory, the published bytes are the ones hashed and parsed. Streamed, the sha256 is
+    of the bytes written; a file that no longer has the size it was parsed at is deferred.
+    """
+    with storage.tier_faults(cfg.online):
+        if data is not None:
+            created = storage.write(cfg.online, dst, data, row["sha256"], fsync=False, tag=row["batch_id"])
+            row["in_place"] = created or _holds(cfg.online, dst, row["sha256"])
+            return
+        written = storage.copy_stream(loc.fs, src, cfg.online, dst, fsync=False, tag=row["batch_id"])
+    if written.size != row["size_bytes"]:
+        if written.created:
+            storage.remove(cfg.online, dst)
+        row["status"], row["detail"] = "deferred", "the landing file changed while it was stored"
+        row["dst_uri"] = None
+        return
+    row["sha256"], row["size_bytes"] = written.sha256, written.size
+    row["in_place"] = written.created or _holds(cfg.online, dst, row["sha256"])
 
 
 def _holds(loc: Location, path: str, sha256: str) -> bool:
@@ -358,35 +552,100 @@ def _holds(loc: Location, path: str, sha256: str) -> bool:
     return storage.hash_at(loc, path) == sha256
 
 
+def _copy_verified(cfg: Config, row: dict[str, Any], dst_loc: Location, dst: str) -> bool:
+    """Copy a landing file whose rename is not allowed; True if the copy holds the recorded bytes."""
+    src_loc = cfg.landing[row["landing"]]
+    with storage.tier_faults(dst_loc):
+        written = storage.copy_stream(src_loc.fs, row["source_path"], dst_loc, dst, fsync=False,
+                                      overwrite=True, tag=row["batch_id"])
+    if written.sha256 == row["sha256"]:
+        return True
+    storage.remove(dst_loc, dst)
+    return False
+
+
+def _identity(row: dict[str, Any]) -> storage.Identity:
+    return storage.Identity(row["source_dev"], row["source_ino"], row["size_bytes"], row["read_mtime_ns"])
+
+
+def _defer(row: dict[str, Any], detail: str) -> None:
+    row["status"], row["detail"], row["in_place"] = "deferred", detail, False
+    row["reason"], row["quarantine_uri"], row["sidecar_uri"], row["dst_uri"] = None, None, None, None
+    row["move"] = False
+
+
+_CHANGED = "the landing file changed after it was read; left in landing for the next sweep"
+
+
+def _move_image(cfg: Config, row: dict[str, Any]) -> None:
+    """Rename one planned image into the online tier, proving it is the file that was read."""
+    src, dst = row["source_path"], cfg.online.path_of_uri(row["dst_uri"])
+    with storage.tier_faults(cfg.online):
+        outcome = storage.move_verified(src, dst, _identity(row))
+    if outcome == "moved":
+        row["in_place"] = True
+    elif outcome == "exists":  # resumed after our own rename, or another file holds the path
+        held = _holds(cfg.online, dst, row["sha256"])
+        row["in_place"] = held
+        if held and os.path.lexists(src) and os.path.samefile(src, dst):
+            os.unlink(src)
+    elif outcome == "gone":  # moved by the interrupted attempt, or taken away by someone else
+        row["in_place"] = _holds(cfg.online, dst, row["sha256"])
+        if not row["in_place"]:
+            _defer(row, "the landing file vanished before it was stored")
+    elif outcome == "changed":
+        _defer(row, _CHANGED)
+    else:  # "copy": the rename is not permitted here; copy, verify, remove landing after commit
+        row["move"] = False
+        if _copy_verified(cfg, row, cfg.online, dst):
+            row["in_place"] = True
+        else:
+            _defer(row, _CHANGED)
+
+
+def _move_rejected(cfg: Config, row: dict[str, Any]) -> None:
+    """Rename one planned reject into quarantine (or copy it where renaming is not allowed)."""
+    src, qpath = row["source_path"], cfg.quarantine.path_of_uri(row["quarantine_uri"])
+    with storage.tier_faults(cfg.quarantine):
+        outcome = storage.move_verified(src, qpath, _identity(row))
+    if outcome == "exists":
+        if not _holds(cfg.quarantine, qpath, row["sha256"]):
+            with storage.tier_faults(cfg.quarantine):
+                storage.remove(cfg.quarantine, qpath)  # a stale slot of this very batch row
+                outcome = storage.move_verified(src, qpath, _identity(row))
+        elif os.path.lexists(src) and os.path.samefile(src, qpath):
+            os.unlink(src)
+    if outcome == "gone" and not _holds(cfg.quarantine, qpath, row["sha256"]):
+        _defer(row, "the landing file vanished before it was quarantined")
+        return
+    if outcome == "changed":
+        _defer(row, _CHANGED)
+        return
+    if outcome == "copy":
+        row["move"] = False
+        if not _copy_verified(cfg, row, cfg.quarantine, qpath):
+            _defer(row, _CHANGED)
+            return
+    with storage.tier_faults(cfg.quarantine):
+        row["sidecar_uri"] = _sidecar(cfg, row, qpath)
+
+
 def _apply_moves(cfg: Config, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rename planned files out of landing (same filesystem). Safe to repeat after a crash."""
+    """Rename planned files out of landing (same filesystem). Safe to repeat after a crash.
+
+    Each rename proves at that moment that the landing name still holds the file that was
+    hashed and parsed (inode, size, mtime); a file appended to, rewritten or replaced since is
+    left in landing, deferred, for a later sweep. Where renaming is not permitted (another
+    user's file under protected links, a sticky folder, another device) the file is copied and
+    verified instead, and its landing file is removed only after commit, as in copy mode.
+    """
     for row in rows:
         if not row["move"]:
             continue
-        src = row["source_path"]
         if row["status"] == "ok":
-            dst = cfg.online.path_of_uri(row["dst_uri"])
-            if os.path.lexists(src):
-                moved = storage.move_local(src, dst, fsync=False)
-                row["in_place"] = moved or _holds(cfg.online, dst, row["sha256"])
-            else:  # already moved by the interrupted attempt
-                row["in_place"] = _holds(cfg.online, dst, row["sha256"])
-                if not row["in_place"]:
-                    row["status"], row["detail"] = "deferred", "the landing file vanished before it was stored"
-        else:
-            qpath = cfg.quarantine.path_of_uri(row["quarantine_uri"])
-            if os.path.lexists(src):
-                if not storage.move_local(src, qpath, fsync=False):
-                    if _holds(cfg.quarantine, qpath, row["sha256"]):
-                        os.unlink(src)
-                    else:
-                        raise storage.StorageError(
-                            f"quarantine slot of batch {row['batch_id']} row {row['row_no']} holds other bytes")
-            elif not _holds(cfg.quarantine, qpath, row["sha256"]):
-                row["status"], row["detail"] = "deferred", "the landing file vanished before it was quarantined"
-                row["reason"], row["quarantine_uri"] = None, None
-                continue
-            row["sidecar_uri"] = _sidecar(cfg, row, qpath)
+            _move_image(cfg, row)
+        elif row["status"] == "rejected":
+            _move_rejected(cfg, row)
     return rows
 
 
@@ -438,8 +697,83 @@ def _table(rows: list[dict[str, Any]]) -> pa.Table:
                     schema=STAGED_SCHEMA)
 
 
+MAX_ATTEMPTS = 3
+ATTEMPTS = "attempts.json"
+
+
+def _owned_elsewhere(batch_id: str) -> dict[str, Any]:
+    log.info("batch %s is being worked on by another run; left to it", batch_id)
+    return {"files": 0, "ok": 0, "rejected": 0, "deferred": 0, "bytes": 0, "reasons": {},
+            "owned_elsewhere": 1}
+
+
 def process_batch(cfg: Config, batch_id: str, *, workers: int | None = None) -> dict[str, Any]:
-    """Process one batch; returns counts (no patient data). Idempotent and resumable."""
+    """Process one batch; returns counts (no patient data). Idempotent and resumable.
+
+    The batch's lease is held throughout: a batch another run is working on is skipped (its
+    owner finishes it). A batch that keeps failing for a reason other than a tier fault is
+    bounded: after ``MAX_ATTEMPTS`` failed attempts it is split into one batch per file, so a
+    file that cannot be processed fails only itself and never blocks later batches.
+    """
+    with journal.lease(cfg.work, batch_id) as held:
+        if not held:
+            return _owned_elsewhere(batch_id)
+        try:
+            return _process_owned(cfg, batch_id, workers)
+        except storage.TierError:
+            raise
+        except Exception as exc:
+            attempts = _record_failure(cfg, batch_id, exc)
+            if attempts < MAX_ATTEMPTS or journal.has(cfg.work, batch_id, journal.STAGED):
+                raise
+            return _split(cfg, batch_id, exc)
+
+
+def _record_failure(cfg: Config, batch_id: str, exc: Exception) -> int:
+    work = cfg.work
+    attempts = journal.read_json(work, batch_id, ATTEMPTS)["failed"] if journal.has(work, batch_id, ATTEMPTS) else 0
+    attempts += 1
+    journal.write_json(work, batch_id, ATTEMPTS, {"failed": attempts, "last_error": type(exc).__name__})
+    log.warning("batch %s failed (%s), attempt %d of %d", batch_id, type(exc).__name__, attempts, MAX_ATTEMPTS)
+    return attempts
+
+
+def _split(cfg: Config, batch_id: str, exc: Exception) -> dict[str, Any]:
+    """Give a failing batch's files a batch each (one that fails alone is quarantined)."""
+    work = cfg.work
+    manifest = journal.read_json(work, batch_id, journal.MANIFEST)
+    files = manifest["files"]
+    if len(files) == 1:
+        return _give_up_file(cfg, batch_id, files[0], exc)
+    now = dt.datetime.now(dt.UTC)
+    ids = journal.new_batch_ids(len(files), now)
+    for new_id, f in zip(ids, files, strict=True):
+        journal.write_json(work, new_id, journal.MANIFEST, {
+            "batch_id": new_id, "run_id": manifest.get("run_id"), "created_at": now.isoformat(),
+            "split_from": batch_id, "files": [{**f, "row": 0}],
+        })
+    journal.mark(work, batch_id, journal.DONE, {"batch_id": batch_id, "split_into": len(ids)})
+    log.warning("batch %s failed %d times; split into %d single-file batches for the next run",
+                batch_id, MAX_ATTEMPTS, len(ids))
+    return {"files": 0, "ok": 0, "rejected": 0, "deferred": len(files), "bytes": 0, "reasons": {},
+            "split": len(ids)}
+
+
+def _give_up_file(cfg: Config, batch_id: str, f: dict[str, Any], exc: Exception) -> dict[str, Any]:
+    """A single file that failed every attempt: quarantined ``unreadable`` with the error named."""
+    row = _base_row(batch_id, f)
+    _reject(row, UNREADABLE, f"processing failed {MAX_ATTEMPTS} times ({type(exc).__name__})", None)
+    try:
+        _quarantine_bytes(cfg, row, None, cfg.landing[f["landing"]].fs, f["path"], fsync=cfg.ingest.fsync)
+    except storage.TierError:
+        raise
+    except Exception:  # noqa: BLE001 - not even its bytes can be read: released to a later sweep
+        _defer(row, f"processing failed {MAX_ATTEMPTS} times ({type(exc).__name__}); left in landing")
+    journal.write_table(cfg.work, batch_id, journal.STORED, _table([row]))
+    return _counts([row])
+
+
+def _process_owned(cfg: Config, batch_id: str, workers: int | None) -> dict[str, Any]:
     work = cfg.work
     if journal.has(work, batch_id, journal.STORED):
         return _counts(journal.read_table(work, batch_id, journal.STORED).to_pylist())
@@ -567,13 +901,19 @@ def merge_batches(cfg: Config, batch_ids: list[str], *, run_id: str = "manual",
             group.clear()
             rows = 0
 
-        for b in pending:
-            t = journal.read_table(work, b, journal.STORED)
-            group.append(t)
-            rows += t.num_rows
-            if rows >= cfg.ingest.merge_chunk_rows:
-                flush()
-        flush()
+        with contextlib.ExitStack() as leases:
+            for b in pending:
+                if not leases.enter_context(journal.lease(work, b)):
+                    log.info("batch %s is being worked on by another run; left to it", b)
+                    continue
+                if journal.has(work, b, journal.MERGED):  # merged by another run meanwhile
+                    continue
+                t = journal.read_table(work, b, journal.STORED)
+                group.append(t)
+                rows += t.num_rows
+                if rows >= cfg.ingest.merge_chunk_rows:
+                    flush()
+            flush()
     summary = total.as_dict()
     log.info("merge: %s", summary)
     return summary
@@ -611,6 +951,13 @@ def finalize_batch(cfg: Config, batch_id: str, con: Any = None) -> dict[str, Any
     A copy is deleted only if the catalogue (``con``, the writer's connection) still does not
     refer to its path: a recall may have adopted it since the merge.
     """
+    with journal.lease(cfg.work, batch_id) as held:
+        if not held:
+            return {"batch_id": batch_id, "state": "owned by another run"}
+        return _finalize_owned(cfg, batch_id, con)
+
+
+def _finalize_owned(cfg: Config, batch_id: str, con: Any) -> dict[str, Any]:
     work = cfg.work
     if journal.has(work, batch_id, journal.DONE):
         return journal.read_json(work, batch_id, journal.DONE)
@@ -618,20 +965,27 @@ def finalize_batch(cfg: Config, batch_id: str, con: Any = None) -> dict[str, Any
         return {"batch_id": batch_id, "state": "not merged"}
     outcomes = journal.read_table(work, batch_id, journal.OUTCOME).to_pylist()
     landing_of = {f["row"]: f["landing"] for f in journal.iter_manifest_files(work, batch_id)}
-    removed = kept = dropped = 0
+    removed = kept = dropped = not_permitted = 0
     for r in outcomes:
         if r["outcome"] == "deferred":
             kept += 1
             continue
         loc = cfg.landing[landing_of[r["row_no"]]]
         if _unchanged(loc, r["source_path"], r["source_size"], r["source_mtime_ns"]):
-            storage.remove(loc, r["source_path"])
-            removed += 1
+            try:
+                storage.remove(loc, r["source_path"])
+                removed += 1
+            except PermissionError:  # e.g. another user's file in a sticky landing folder
+                not_permitted += 1
         if r.get("delete_dst") and not (con is not None and _referenced(con, r["dst_uri"])) \
                 and storage.remove(cfg.online, cfg.online.path_of_uri(r["dst_uri"])):
             dropped += 1
+    if not_permitted:
+        log.warning("batch %s: %d landing file(s) are stored and catalogued but could not be removed from landing "
+                    "(not permitted): give the ingest user the right to delete in the landing folders",
+                    batch_id, not_permitted)
     info = {"batch_id": batch_id, "landing_removed": removed, "left_in_landing": kept,
-            "uncatalogued_copies_removed": dropped}
+            "uncatalogued_copies_removed": dropped, "landing_not_removable": not_permitted}
     journal.mark(work, batch_id, journal.DONE, info)
     return info
 
@@ -645,7 +999,7 @@ def finalize_batches(cfg: Config, batch_ids: list[str]) -> dict[str, int]:
     with catalogue.opened(cfg.duckdb) as con:
         infos = [finalize_batch(cfg, b, con) for b in pending]
     for info in infos:
-        for k in ("landing_removed", "left_in_landing", "uncatalogued_copies_removed"):
+        for k in ("landing_removed", "left_in_landing", "uncatalogued_copies_removed", "landing_not_removable"):
             totals[k] += int(info.get(k, 0))
     log.info("finalize: %s", dict(totals))
     return dict(totals)
@@ -663,11 +1017,23 @@ def refresh_snapshot(cfg: Config) -> dict[str, Any]:
 def run_ingest(cfg: Config, *, run_id: str = "manual", now: dt.datetime | None = None,
                snapshot: bool = True) -> dict[str, Any]:
     """Sweep, process, merge, finalize and refresh the snapshot, in this process."""
-    ids = sweep(cfg, run_id=run_id, now=now)
+    with _sweep_lock(cfg.work):
+        ids, stats = _sweep(cfg, run_id=run_id, now=now, limit=None)
+    failed: list[str] = []
+    owned = 0
     for b in ids:
-        process_batch(cfg, b)
+        try:
+            owned += process_batch(cfg, b).get("owned_elsewhere", 0)
+        except storage.TierError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one batch never stops the others
+            log.error("batch %s failed (%s); the other batches go on, it is retried by the next run",
+                      b, type(exc).__name__)
+            failed.append(b)
     merged = merge_batches(cfg, ids, run_id=run_id, now=now)
     finalize_batches(cfg, ids)
     if snapshot:
         merged["snapshot"] = refresh_snapshot(cfg)
+    merged["waiting"], merged["future_dated"] = stats.waiting, stats.future_dated
+    merged["failed_batches"], merged["left_to_other_runs"] = len(failed), owned + stats.owned_elsewhere
     return merged

@@ -11,15 +11,29 @@
 
 A batch without ``done`` is *open*: its files are claimed (the sweep leaves them alone) and the
 next run resumes it from its last written step.
+
+**Ownership.** A step works on a batch only while it holds the batch's :class:`Lease`, which
+dies with the process holding it: on a local ``work`` folder an ``flock`` on ``<batch>/lease``
+(released by the kernel when the owner exits or is killed); on object storage a lease object
+written with a conditional put (``If-None-Match``), renewed by a heartbeat thread and taken
+over only once it has expired (``If-Match`` on the expired lease's ETag, so two takers cannot
+both win). A batch whose lease is held belongs to a running step of another run: the sweep
+does not resume it, and a step that finds it held skips it (its owner finishes it). Two runs
+at once therefore end as one would.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import io
 import json
 import os
 import secrets
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,6 +50,8 @@ STORED = "stored.parquet"
 OUTCOME = "outcome.parquet"
 MERGED = "merged"
 DONE = "done"
+LEASE = "lease"
+LEASE_TTL_SECONDS = 120.0  # object-storage leases: renewed every third of this while held
 
 
 def new_batch_ids(n: int, when: dt.datetime) -> list[str]:
@@ -58,7 +74,8 @@ def has(work: Location, batch_id: str, name: str, prefix: str = PREFIX) -> bool:
     return os.path.exists(p) if work.is_local else work.fs.exists(p)
 
 
-def _put(work: Location, p: str, data: bytes) -> None:
+def put(work: Location, p: str, data: bytes) -> None:
+    """Write a journal file atomically and durably (replacing it)."""
     if work.is_local:
         os.makedirs(os.path.dirname(p), exist_ok=True)
         tmp = f"{p}.tmp-{os.getpid()}"
@@ -77,7 +94,7 @@ def _put(work: Location, p: str, data: bytes) -> None:
 
 
 def write_json(work: Location, batch_id: str, name: str, obj: Any, prefix: str = PREFIX) -> None:
-    _put(work, path(work, batch_id, name, prefix), json.dumps(obj, default=str).encode())
+    put(work, path(work, batch_id, name, prefix), json.dumps(obj, default=str).encode())
 
 
 def read_json(work: Location, batch_id: str, name: str, prefix: str = PREFIX) -> Any:
@@ -88,7 +105,7 @@ def read_json(work: Location, batch_id: str, name: str, prefix: str = PREFIX) ->
 def write_table(work: Location, batch_id: str, name: str, table: pa.Table, prefix: str = PREFIX) -> None:
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
-    _put(work, path(work, batch_id, name, prefix), buf.getvalue())
+    put(work, path(work, batch_id, name, prefix), buf.getvalue())
 
 
 def read_table(work: Location, batch_id: str, name: str, prefix: str = PREFIX,
@@ -155,3 +172,128 @@ def prune_done(work: Location, older_than: dt.timedelta, now: dt.datetime) -> in
 
 def iter_manifest_files(work: Location, batch_id: str) -> Iterator[dict[str, Any]]:
     yield from read_json(work, batch_id, MANIFEST)["files"]
+
+
+class Lease:
+    """Exclusive, process-bound ownership of one batch (or plan) folder of the journal.
+
+    Use :func:`lease` (a context manager) rather than this class directly.
+    """
+
+    def __init__(self, work: Location, batch_id: str, prefix: str = PREFIX, owner: str = "") -> None:
+        self.work, self.batch_id, self.prefix = work, batch_id, prefix
+        self.path = path(work, batch_id, LEASE, prefix)
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+        self._fd: int | None = None
+        self._etag: str | None = None
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    # -- local: flock ---------------------------------------------------------------------
+    def _acquire_local(self) -> bool:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"owner": self.owner, "since": time.time()}).encode())
+        self._fd = fd
+        return True
+
+    # -- object storage: conditional puts with expiry ---------------------------------------
+    def _body(self) -> bytes:
+        return json.dumps({"owner": self.owner, "expires": time.time() + LEASE_TTL_SECONDS}).encode()
+
+    def _client_put(self, **cond: str) -> str | None:
+        """Put the lease object under a condition; its ETag, or None when the condition failed."""
+        fs = self.work.fs
+        bucket, key = self.path.split("/", 1)
+
+        async def put() -> Any:
+            return await fs._call_s3("put_object", Bucket=bucket, Key=key, Body=self._body(), **cond)
+
+        from fsspec.asyn import sync
+
+        try:
+            out = sync(fs.loop, put)
+        except (FileExistsError, PermissionError):
+            return None
+        except OSError as exc:
+            if "Precondition" in str(exc) or "412" in str(exc) or "409" in str(exc):
+                return None
+            raise
+        return str(out.get("ETag", ""))
+
+    def _current(self) -> tuple[dict[str, Any], str] | None:
+        fs = self.work.fs
+        try:
+            info = fs.info(self.path, refresh=True)
+            body = json.loads(fs.cat_file(self.path))
+        except (FileNotFoundError, ValueError):
+            return None
+        return body, str(info.get("ETag", ""))
+
+    def _acquire_object(self) -> bool:
+        self.work.fs.invalidate_cache()
+        etag = self._client_put(IfNoneMatch="*")
+        if etag is None:
+            current = self._current()
+            if current is None:  # released between our put and our read: try once more
+                etag = self._client_put(IfNoneMatch="*")
+            elif float(current[0].get("expires", 0)) < time.time():
+                etag = self._client_put(IfMatch=current[1])  # take over an expired lease
+        if etag is None:
+            return False
+        self._etag = etag
+        self._beat = threading.Thread(target=self._heartbeat, name=f"lease-{self.batch_id}", daemon=True)
+        self._beat.start()
+        return True
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(LEASE_TTL_SECONDS / 3):
+            etag = self._client_put(IfMatch=self._etag or "")
+            if etag is None:
+                return  # lost (expired and taken over): the owner's next journal write still wins nothing
+            self._etag = etag
+
+    # -- both -------------------------------------------------------------------------------
+    def acquire(self) -> bool:
+        return self._acquire_local() if self.work.is_local else self._acquire_object()
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+        if self._beat is not None:
+            self._stop.set()
+            self._beat.join(timeout=5)
+            self._beat = None
+            with contextlib.suppress(FileNotFoundError):
+                self.work.fs.rm_file(self.path)
+
+
+@contextlib.contextmanager
+def lease(work: Location, batch_id: str, prefix: str = PREFIX) -> Iterator[bool]:
+    """Hold a batch's lease for the ``with`` block; yields False (and holds nothing) when a
+    running step of another process owns the batch."""
+    held = Lease(work, batch_id, prefix)
+    if not held.acquire():
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        held.release()
+
+
+def is_leased(work: Location, batch_id: str, prefix: str = PREFIX) -> bool:
+    """Whether a running step of some process holds the batch right now."""
+    probe = Lease(work, batch_id, prefix)
+    if probe.acquire():
+        probe.release()
+        return False
+    return True

@@ -9,6 +9,7 @@ lifecycle and fixity modules do.
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import hashlib
 import logging
@@ -16,6 +17,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from fsspec import AbstractFileSystem
 
@@ -29,6 +31,52 @@ TMP_MARK = ".pacs-tmp-"
 
 class StorageError(OSError):
     """A write or verification on a tier failed."""
+
+
+class TierError(StorageError):
+    """A tier cannot take writes (full, read-only, missing, not permitted, unreachable).
+
+    Not a fault of any one file: the step stops with one line naming the location and how to
+    fix it, records nothing, and the next run redoes the work once the tier is back.
+    """
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+_TIER_FAULTS = {
+    errno.ENOSPC: ("is full", "free space or grow the tier"),
+    errno.EDQUOT: ("is over its quota", "raise the quota or free space"),
+    errno.EROFS: ("is read-only", "remount it read-write"),
+    errno.EACCES: ("is not writable by this user", "fix its permissions"),
+    errno.EPERM: ("is not writable by this user", "fix its permissions"),
+    errno.ENOENT: ("is missing", "mount it, or create the folder"),
+    errno.EIO: ("has an I/O error", "check the device"),
+}
+
+
+@contextlib.contextmanager
+def tier_faults(loc: Location) -> Iterator[None]:
+    """Turn a fault of ``loc`` itself into a one-line :class:`TierError` naming it.
+
+    Errors about files elsewhere (a landing file that vanished, say) pass through unchanged.
+    """
+    try:
+        yield
+    except TierError:
+        raise
+    except FileNotFoundError as exc:
+        if not loc.is_local or not exc.filename or not loc.contains(str(exc.filename)) or os.path.isdir(loc.root):
+            raise
+        raise TierError(exc.errno, f"the {loc.name} tier at {loc.root} is missing: mount it, or create "
+                                   "the folder (nothing was lost; re-run once it is back)") from exc
+    except OSError as exc:
+        mine = (not loc.is_local) or (exc.filename is not None and loc.contains(str(exc.filename)))
+        if not mine or (exc.errno not in _TIER_FAULTS and loc.is_local):
+            raise
+        what, fix = _TIER_FAULTS.get(exc.errno or 0, ("is unreachable", "check the endpoint and credentials"))
+        raise TierError(exc.errno, f"the {loc.name} tier at {loc.url} {what}: {fix} "
+                                   "(nothing was lost; re-run once it is fixed)") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +205,116 @@ def move_local(src: str, dst: str, *, fsync: bool) -> bool:
         _fsync_dir(os.path.dirname(dst))
         _fsync_dir(os.path.dirname(src))
     return True
+
+
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+_renameat2: Any = None
+
+
+def _libc_renameat2() -> Any:
+    global _renameat2
+    if _renameat2 is None:
+        import ctypes
+
+        try:
+            fn = ctypes.CDLL(None, use_errno=True).renameat2
+            fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+            _renameat2 = fn
+        except (OSError, AttributeError):
+            _renameat2 = False
+    return _renameat2
+
+
+def rename_noreplace(src: str, dst: str) -> None:
+    """Atomically rename ``src`` to ``dst`` unless ``dst`` exists (Linux ``renameat2``).
+
+    Raises FileExistsError when ``dst`` exists, FileNotFoundError when ``src`` does not, and
+    OSError(EINVAL/ENOSYS) where the filesystem cannot rename without replacing (callers then
+    copy). Unlike link + unlink, the file moved is exactly the one ``src`` named at that instant,
+    and a file that replaces ``src`` afterwards is never touched.
+    """
+    import ctypes
+
+    fn = _libc_renameat2()
+    if not fn:
+        raise OSError(errno.ENOSYS, "renameat2 is not available", src)
+    if fn(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), src) if err not in (errno.EEXIST, errno.ENOENT) else \
+            (FileExistsError if err == errno.EEXIST else FileNotFoundError)(err, os.strerror(err), src)
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What identifies the exact bytes of a local file that was read: inode, size and mtime.
+
+    Appending changes size and mtime, rewriting changes mtime, replacing (a new file renamed over
+    the name) changes the inode; a rename or hard link changes none of them.
+    """
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> Identity:
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def read_local_identified(path: str) -> tuple[bytes, Identity | None]:
+    """The bytes of a local file and its identity, or identity None when it changed while read."""
+    with open(path, "rb", buffering=0) as f:
+        before = os.fstat(f.fileno())
+        data = f.read()
+        after = os.fstat(f.fileno())
+    same = (before.st_size, before.st_mtime_ns, before.st_ctime_ns) == (after.st_size, after.st_mtime_ns,
+                                                                      after.st_ctime_ns)
+    if not same or len(data) != after.st_size:
+        return data, None
+    return data, Identity.of(after)
+
+
+MOVE_FALLBACK_ERRNOS = frozenset({errno.EPERM, errno.EACCES, errno.EXDEV, errno.EINVAL, errno.ENOSYS,
+                                  errno.ENOTSUP, errno.EOPNOTSUPP, errno.EROFS})
+
+
+def move_verified(src: str, dst: str, expected: Identity) -> str:
+    """Move the landing file ``src`` to ``dst`` only if it is still the file that was read.
+
+    Returns ``"moved"``; ``"changed"`` when ``src`` is not (or no longer) the file with
+    ``expected`` identity — it is left in (or put back into) landing for a later sweep;
+    ``"exists"`` when ``dst`` already exists (nothing moved); ``"gone"`` when ``src`` vanished;
+    ``"copy"`` when this filesystem or the file's permissions do not allow the rename (EPERM,
+    EACCES, EXDEV, no ``renameat2``): the caller copies and verifies instead, and the landing
+    file is removed only after commit.
+    """
+    try:
+        st = os.lstat(src)
+    except FileNotFoundError:
+        return "gone"
+    if Identity.of(st) != expected:
+        return "changed"
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    try:
+        rename_noreplace(src, dst)
+    except FileExistsError:
+        return "exists"
+    except FileNotFoundError:
+        return "gone"
+    except OSError as exc:
+        if exc.errno in MOVE_FALLBACK_ERRNOS:
+            return "copy"
+        raise
+    if Identity.of(os.lstat(dst)) == expected:
+        return "moved"
+    # The name was replaced between the check and the rename: give the newcomer back.
+    try:
+        rename_noreplace(dst, src)
+    except FileExistsError:
+        rename_noreplace(dst, f"{src}.pacs-returned-{uuid.uuid4().hex[:8]}")
+    return "changed"
 
 
 def same_device(a: str, b: str) -> bool:

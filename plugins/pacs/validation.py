@@ -20,6 +20,8 @@ INVALID_DATE = "invalid_date"
 PATIENT_MISMATCH = "patient_mismatch"
 SOP_CONFLICT = "sop_conflict"
 UNSAFE_PATH = "unsafe_path"
+INVALID_VALUE = "invalid_value"
+SERIES_CONFLICT = "series_conflict"
 
 REASONS: dict[str, str] = {
     NOT_DICOM: "not a DICOM file",
@@ -30,6 +32,8 @@ REASONS: dict[str, str] = {
     PATIENT_MISMATCH: "the study is already catalogued under another patient",
     SOP_CONFLICT: "the SOP instance is already catalogued with different bytes",
     UNSAFE_PATH: "a link that points outside its landing root",
+    INVALID_VALUE: "a header element the catalogue reads has a value it cannot take (the tag is named)",
+    SERIES_CONFLICT: "the series is already catalogued, or was received earlier, under another study",
 }
 
 REQUIRED: tuple[tuple[str, str], ...] = (

@@ -193,7 +193,7 @@ def test_patient_mismatch_within_one_run_first_received_wins(archive, tmp_path: 
 KILL_POINTS = {
     # name: (module attribute to wrap, condition on call number / args)
     "while_storing": ("pacs.storage", "write", "n == 30"),
-    "while_renaming": ("pacs.storage", "move_local", "n == 30"),
+    "while_renaming": ("pacs.storage", "move_verified", "n == 30"),
     "after_store_before_merge": ("pacs.ingest", "merge_batches", "n == 1"),
     "in_merge_before_commit": ("pacs.catalogue", "run", "args[1] == 'merge_apply'"),
     "after_commit_before_marker": ("pacs.journal", "mark", "args[2] == 'merged'"),
