@@ -12,8 +12,18 @@
    unfinished ingest or migration, are left out: they are not judged yet).
 4. :func:`record_and_repair` (catalogue writer) — a missing or corrupt online copy is restored
    from a verified offline copy (and a per-file offline object from a verified online copy);
-   findings go to ``fixity_finding``; any missing or corrupt copy (repaired or not) fails the
-   run with a message naming the counts, so the Airflow UI and the alert callback show it.
+   an online orphan is re-entered into intake (see below); findings go to ``fixity_finding``;
+   any missing or corrupt copy (repaired or not) fails the run with a message naming the
+   counts, so the Airflow UI and the alert callback show it.
+
+Orphans come home: an online file the catalogue does not know (an ingest that crashed or raced
+after publishing it) is moved, with verified bytes, into the first landing location under
+``resubmitted/orphans/<fixity_id>/<its online key>``, where the next ingest takes it at once and
+judges it like any arrival — catalogued, counted as a duplicate, or quarantined with its reason.
+The move re-checks at the moment of acting that the file is still an orphan (the writer's
+catalogue does not reference it, no unfinished ingest batch owns it, it has not changed since
+the listing); one that cannot be moved stays a finding with the reason. Offline orphans are
+reported only.
 """
 
 from __future__ import annotations
@@ -34,10 +44,14 @@ import pyarrow as pa
 from pacs import catalogue, journal, sql, storage, transfer
 from pacs.config import Config, Location, load_config
 from pacs.policy import load_policy
+from pacs.quarantine import RESUBMIT_FOLDER
 
 log = logging.getLogger(__name__)
 
 PREFIX = "fixity"
+ORPHAN_FOLDER = "orphans"          # under <landing[0]>/resubmitted/
+REENTERED = "reentered_intake"     # fixity_finding.repair of an orphan sent back through intake
+REENTRY = "reentry-online.parquet"  # the journal of what the repair step did with online orphans
 ONLINE_CHUNK = 20_000
 OFFLINE_CHUNK = 2_000
 RESULT_SCHEMA = pa.schema([
@@ -157,13 +171,18 @@ def _verify_object(loc: Location, uri: str, members: list[dict[str, Any]]) -> li
 
 
 def _unjudged(cfg: Config, tier: str) -> set[str]:
-    """Paths owned by work in flight (open ingest batches, unfinished migrations)."""
+    """Paths owned by work in flight (open ingest batches, unfinished migrations).
+
+    An open batch names its online destinations in ``staged.parquet`` (written before any file
+    is renamed out of landing) and in ``stored.parquet``.
+    """
     skip: set[str] = set()
     if tier == "online":
         for b in journal.open_batches(cfg.work):
-            if journal.has(cfg.work, b, journal.STORED):
-                t = journal.read_table(cfg.work, b, journal.STORED).column("dst_uri").to_pylist()
-                skip.update(u for u in t if u)
+            for name in (journal.STAGED, journal.STORED):
+                if journal.has(cfg.work, b, name):
+                    t = journal.read_table(cfg.work, b, name, columns=["dst_uri"]).column("dst_uri").to_pylist()
+                    skip.update(u for u in t if u)
     return skip
 
 
@@ -193,9 +212,12 @@ def reconcile(cfg: Config, fixity_id: str, tier: str) -> dict[str, Any]:
             "SELECT l.uri FROM listing l ANTI JOIN known k USING (uri) ORDER BY 1").fetchall() if u not in skip]
     finally:
         con.close()
+    detail = f"a file in the {tier} tier that the catalogue does not know"
+    if tier == "offline":
+        detail += ("; offline orphans are reported only, never moved or deleted by fixity: compare it with the "
+                   "lifecycle journal, then re-submit or remove it by hand")
     rows = [{"tier": tier, "uri": u, "sop_instance_uid": None, "status": "orphan", "expected_sha256": None,
-             "actual_sha256": None, "detail": f"a file in the {tier} tier that the catalogue does not know",
-             "repaired": False, "repair": None} for u in orphans]
+             "actual_sha256": None, "detail": detail, "repaired": False, "repair": None} for u in orphans]
     journal.write_table(cfg.work, fixity_id, name, pa.Table.from_pylist(rows, schema=RESULT_SCHEMA), prefix=PREFIX)
     log.info("fixity %s reconcile %s: %d file(s) listed, %d orphan(s)", fixity_id, tier, len(listing), len(orphans))
     return {"tier": tier, "listed": len(listing), "orphans": len(orphans)}
@@ -246,6 +268,139 @@ def _repair(cfg: Config, con: Any, r: dict[str, Any], verified_ok: dict[tuple[st
     return None
 
 
+def _mtime(loc: Location, path: str) -> float | None:
+    """Modification time of a file (not following links), or None when it is gone."""
+    try:
+        if loc.is_local:
+            return os.lstat(path).st_mtime
+        loc.fs.invalidate_cache(path)
+        return loc.fs.info(path)["LastModified"].timestamp()
+    except (FileNotFoundError, KeyError, AttributeError):
+        return None
+
+
+def _same_filesystem(a: Location, b: Location) -> bool:
+    if not (a.is_local and b.is_local):
+        return False
+    os.makedirs(a.root, exist_ok=True)
+    os.makedirs(b.root, exist_ok=True)
+    return storage.same_device(a.root, b.root)
+
+
+def _overlaps(a: Location, b: Location) -> bool:
+    """Whether one root lies inside the other (then a move between them is not safe)."""
+    if a.protocol != b.protocol:
+        return False
+    ra, rb = a.root.rstrip("/"), b.root.rstrip("/")
+    return ra == rb or a.contains(rb) or b.contains(ra)
+
+
+def _reenter_one(cfg: Config, fixity_id: str, uri: str, cutoff: float) -> tuple[str, str, str | None]:
+    """Move one online orphan into landing for intake, with verified bytes.
+
+    Returns ``(outcome, detail, sha256)``: outcome ``reentered`` (the file is now in landing),
+    ``left`` (it stays in the online tier; detail says why) or ``gone`` (nothing to do).
+    """
+    online, landing = cfg.online, cfg.landing[0]
+    src = online.path_of_uri(uri)
+    key = online.key(src)
+    if any(cfg.ingest.ignored(part) for part in key.split("/")):
+        return "left", ("left in the online tier: its name matches one of intake's ignore patterns "
+                        f"{list(cfg.ingest.ignore)}, so intake would never take it; rename or remove it by hand"), None
+    if _overlaps(online, landing):
+        return "left", "left in the online tier: the first landing location overlaps the online tier", None
+    dst = landing.path(f"{RESUBMIT_FOLDER}/{ORPHAN_FOLDER}/{fixity_id}/{key}")
+    dst_uri = landing.uri(dst)
+    reentered = (f"re-entered intake: moved to {dst_uri}; the next ingest catalogues it, counts it as an identical "
+                 "duplicate or quarantines it with its reason")
+    mtime = _mtime(online, src)
+    if mtime is None:
+        if storage.exists(landing, dst):  # an interrupted attempt of this step already moved it
+            return "reentered", reentered, storage.hash_at(landing, dst)
+        return "gone", "no longer in the online tier", None
+    if mtime >= cutoff:
+        return "left", "left in the online tier: it changed after the audit's listing; the next audit judges it", None
+    if online.is_local and os.path.islink(src):
+        return "left", "left in the online tier: a symbolic link, not a file; check it by hand", None
+    if cfg.ingest.rename and _same_filesystem(online, landing):
+        if not storage.move_local(src, dst, fsync=cfg.ingest.fsync):
+            return "left", f"left in the online tier: landing already holds another file at {dst_uri}", None
+        return "reentered", reentered, storage.hash_at(landing, dst)
+    try:
+        written = storage.copy_stream(online.fs, src, landing, dst, fsync=cfg.ingest.fsync, tag=fixity_id)
+    except FileNotFoundError:
+        return "gone", "no longer in the online tier", None
+    except BaseException:
+        if landing.is_local:  # leave no half-written temporary file in landing
+            storage.clean_temp_files({os.path.dirname(dst)}, fixity_id)
+        raise
+    published = storage.hash_at(landing, dst)
+    source = storage.hash_at(online, src)
+    if not (written.sha256 == published == source):
+        if written.created:
+            storage.remove(landing, dst)
+        what = ("the copy in landing does not verify" if written.created
+                else f"landing already holds another file at {dst_uri}")
+        return "left", f"left in the online tier: {what}", None
+    storage.remove(online, src)
+    return "reentered", reentered, published
+
+
+def _reenter_orphans(cfg: Config, con: Any, fixity_id: str, results: list[dict[str, Any]]
+                     ) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Send the online orphans of this run back through intake; returns the results to record.
+
+    Each orphan is re-checked at the moment of acting: one the catalogue now references, or
+    that an unfinished ingest batch owns, is no orphan (not recorded); one that vanished is not
+    recorded either. What was done goes to the journal first, so a retried step records it
+    without acting again.
+    """
+    others = [r for r in results if not (r["tier"] == "online" and r["status"] == "orphan")]
+    orphans = [r for r in results if r["tier"] == "online" and r["status"] == "orphan"]
+    counts = {"reentered": 0, "left": 0, "no_longer_orphans": 0}
+    if _exists(cfg, fixity_id, REENTRY):
+        done = _read(cfg, fixity_id, REENTRY).to_pylist()
+        counts["reentered"] = sum(1 for r in done if r["repaired"])
+        counts["left"] = len(done) - counts["reentered"]
+        return others + done, counts
+    if not orphans:
+        return results, counts
+    started = dt.datetime.fromisoformat(journal.read_json(cfg.work, fixity_id, "plan.json", prefix=PREFIX)
+                                        ["started_at"])
+    cutoff = started.timestamp()
+    con.register("fixity_orphans", pa.table({"uri": pa.array([r["uri"] for r in orphans], pa.string())}))
+    try:
+        referenced = {u for (u,) in con.execute(
+            "SELECT DISTINCT online_uri FROM image WHERE online_uri IN (SELECT uri FROM fixity_orphans)").fetchall()}
+    finally:
+        con.unregister("fixity_orphans")
+    batches = journal.batch_ids(cfg.work)
+    owned = _unjudged(cfg, "online")
+    done: list[dict[str, Any]] = []
+    for r in orphans:
+        if r["uri"] in referenced:  # catalogued since the listing (the catalogue cannot change while we write)
+            counts["no_longer_orphans"] += 1
+            continue
+        now_batches = journal.batch_ids(cfg.work)
+        if now_batches != batches:  # an ingest batch opened meanwhile: learn what it owns
+            batches, owned = now_batches, _unjudged(cfg, "online")
+        if r["uri"] in owned:
+            counts["no_longer_orphans"] += 1
+            continue
+        outcome, detail, sha = _reenter_one(cfg, fixity_id, r["uri"], cutoff)
+        if outcome == "gone":
+            counts["no_longer_orphans"] += 1
+            continue
+        row = dict(r, detail=detail, actual_sha256=sha)
+        if outcome == "reentered":
+            row["repaired"], row["repair"] = True, REENTERED
+        counts["reentered" if outcome == "reentered" else "left"] += 1
+        done.append(row)
+    journal.write_table(cfg.work, fixity_id, REENTRY, pa.Table.from_pylist(done, schema=RESULT_SCHEMA),
+                        prefix=PREFIX)
+    return others + done, counts
+
+
 def record_and_repair(cfg: Config, fixity_id: str, *, now: dt.datetime | None = None,
                       fail_on_findings: bool = True) -> dict[str, Any]:
     """Repair what can be repaired, record findings, and fail visibly on what cannot."""
@@ -258,6 +413,7 @@ def record_and_repair(cfg: Config, fixity_id: str, *, now: dt.datetime | None = 
                 done = _repair(cfg, con, r, verified_ok)
                 if done:
                     r["repaired"], r["repair"] = True, done
+        results, orphans = _reenter_orphans(cfg, con, fixity_id, results)
         con.register("fixity_results", pa.Table.from_pylist(results, schema=RESULT_SCHEMA))
         with catalogue.transaction(con):
             catalogue.run(con, "fixity_record", {"fixity_id": fixity_id, "now": now})
@@ -275,14 +431,16 @@ def record_and_repair(cfg: Config, fixity_id: str, *, now: dt.datetime | None = 
                  "f": fixity_id})
     by_kind = {kind: {"unresolved": int(n), "repaired": int(m)} for kind, n, m in counts}
     summary = {"fixity_id": fixity_id, "online_checked": online_checked, "offline_objects_checked": offline_objects,
-               "findings": by_kind, "unresolved": unresolved}
-    log.info("fixity %s: %s", fixity_id, summary)
+               "findings": by_kind, "unresolved": unresolved, "orphans_reentered": orphans["reentered"],
+               "orphans_left": orphans["left"], "orphans_no_longer_orphans": orphans["no_longer_orphans"]}
+    log.info("fixity %s: orphans re-entered: %d, online orphans left in place (with their reason): %d; %s",
+             fixity_id, orphans["reentered"], orphans["left"], summary)
     damaged = sum(v["unresolved"] + v["repaired"] for k, v in by_kind.items() if k in ("missing", "corrupt"))
     if fail_on_findings and damaged:
         raise FixityError(
             f"fixity {fixity_id}: {damaged} missing or corrupt copy(ies) found — {damaged - unresolved} restored "
             f"from a verified copy in the other tier, {unresolved} NOT repairable ({json.dumps(by_kind)}); "
-            "see the fixity_finding table")
+            f"orphans re-entered: {orphans['reentered']}; see the fixity_finding table")
     return summary
 
 

@@ -371,12 +371,12 @@ def test_fixity_finds_corrupt_deleted_and_orphan_and_repairs_online(archive, s3,
         cfg, "SELECT tier, kind, uri, repaired_at IS NOT NULL FROM fixity_finding")}
     assert findings[("online", "corrupt", corrupt_uri)] is True
     assert findings[("online", "missing", gone_uri)] is True
-    assert findings[("online", "orphan", str(orphan))] is False
+    assert findings[("online", "orphan", str(orphan))] is True  # re-entered into intake
     assert hashlib.sha256(Path(corrupt_uri).read_bytes()).hexdigest() == corrupt_sha
     assert hashlib.sha256(Path(gone_uri).read_bytes()).hexdigest() == gone_sha
-    assert orphan.exists(), "an orphan is reported, never deleted"
+    assert not orphan.exists(), "an online orphan is moved into landing, never deleted"
+    assert run_ingest(cfg)["reasons"] == {"not_dicom": 1}  # intake quarantines it with its reason
     # the second week covers the other half of the offline objects
-    orphan.unlink()
     again = run_fixity(cfg, logical_date=DAY + dt.timedelta(days=14), run_id="f2")
     assert again["unresolved"] == 0
     unverified = _q(cfg, "SELECT count(DISTINCT offline_uri) FROM image WHERE offline_verified_at < $t",
