@@ -6,8 +6,10 @@ Every 15 minutes (``PACS_INGEST_SCHEDULE``), for every landing location of the c
 
 1. **resubmit** — only when the ``resubmit_reasons`` / ``resubmit_ids`` params are set: send
    quarantined files back to landing (e.g. after a patient mismatch was fixed in the RIS).
-2. **sweep** — list landing, take files unchanged for ``settle_seconds``, write batch
-   manifests; batches left open by an interrupted run are resumed first.
+2. **sweep** — list landing, take files seen unchanged for ``settle_seconds`` (by this
+   sweeper's own observation, so a file with a future mtime is still taken), write batch
+   manifests; batches left open by an interrupted run (whose lease died with it) are resumed
+   first; a batch another running run holds is left to it.
 3. **process** (one mapped task per batch) — hash, read the DICOM header, validate, store the
    file in the online tier (or quarantine it with its reason).
 4. **merge** (pool ``pacs_catalogue``, one slot: the only catalogue writer), in three steps:
@@ -82,13 +84,15 @@ def pacs_ingest() -> None:
     @task(pool=POOL, trigger_rule="all_done", outlets=[CATALOGUE])
     def merge(batch_ids: list[str], run_id: str | None = None, outlet_events: Any = None) -> dict[str, Any]:
         from pacs.config import load_config
-        from pacs.ingest import finalize_batches, merge_batches, refresh_snapshot
+        from pacs.ingest import finalize_batches, last_sweep, merge_batches, refresh_snapshot
 
         cfg = load_config()
         summary = merge_batches(cfg, batch_ids, run_id=run_id or "manual")
         cleaned = finalize_batches(cfg, batch_ids)
         info = refresh_snapshot(cfg)
-        extra = {**summary, **cleaned, "snapshot_partitions_rewritten": info["rewritten"]}
+        swept = last_sweep(cfg)
+        extra = {**summary, **cleaned, "snapshot_partitions_rewritten": info["rewritten"],
+                 "waiting": swept.get("waiting", 0), "future_dated": swept.get("future_dated", 0)}
         if outlet_events is not None:
             outlet_events[CATALOGUE].extra = extra
         return extra
