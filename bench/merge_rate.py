@@ -208,6 +208,7 @@ def build_staged(n_new: int, n_catalogue: int) -> pa.Table:
            'ok' AS status, NULL::VARCHAR AS reason, NULL::VARCHAR AS detail, hex64(i + 7) AS sha256,
            img_size(i) AS size_bytes, img_uri(t, s, i) AS dst_uri, true AS move, true AS in_place,
            NULL::VARCHAR AS quarantine_uri, NULL::VARCHAR AS sidecar_uri,
+           NULL::BIGINT AS source_dev, NULL::BIGINT AS source_ino, NULL::BIGINT AS read_mtime_ns,
            pid(p) AS patient_id, 'HOSP' AS issuer_of_patient_id, 'PATIENT^' || p::VARCHAR AS patient_name,
            birth(p) AS patient_birth_date, sex(p) AS patient_sex, '054Y' AS patient_age,
            uid(2, t) AS study_instance_uid, sdate(t) AS study_date, '081500' AS study_time,

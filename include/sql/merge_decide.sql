@@ -3,6 +3,20 @@
 -- its position). "First received wins": within one merge, files are ordered by received_at,
 -- then source URI. Output: temp table `decided`, narrow (keys, outcome, reason, detail and the
 -- columns the merge updates); everything else stays in the Arrow table, joined by `_i`.
+-- Precedence of the outcomes (the first that applies decides):
+--   1. duplicate        the SOP instance is catalogued with these very bytes (an identical resend
+--                       names the catalogued study and series, so it never conflicts);
+--   2. sop_conflict     the SOP instance is catalogued with other bytes;
+--   3. patient_mismatch the study is catalogued, or was received earlier, under another patient;
+--   4. series_conflict  the series is catalogued, or was received earlier, under another study
+--                       (a series belongs to one study; see checks.sql image_study_differs_from_series);
+--   5. a later copy of a SOP instance within the merge: duplicate (same bytes) or sop_conflict;
+--   6. sop_conflict     the online tier holds other, uncatalogued bytes for the SOP instance.
+-- For 4, "received earlier" counts only the files that 1-3 leave in the running (as sop_first
+-- does for 5): a file rejected for its SOP instance or its patient does not claim its series, so
+-- the series' study is the one its first acceptable file names, as if the files came one at a
+-- time. (A later copy of a SOP instance that also names another study of the series is reported
+-- as series_conflict rather than sop_conflict; it is quarantined either way.)
 -- Catalogued images this merge touches, in two steps so that the 10M-row image table is
 -- scanned for its SOP instance UIDs only (the second step is free when there is no match).
 CREATE OR REPLACE TEMP TABLE merge_known_sop AS
@@ -15,15 +29,19 @@ SELECT i.sop_instance_uid, i.sha256 FROM image i SEMI JOIN merge_known_sop USING
 CREATE OR REPLACE TEMP TABLE decided AS
 WITH ok AS NOT MATERIALIZED (
     SELECT s._i, s.batch_id, s.row_no, s.source_uri, s.received_at, s.sha256, s.in_place, s.dst_uri,
-           s.sop_instance_uid, s.study_instance_uid, s.patient_id
+           s.sop_instance_uid, s.study_instance_uid, s.series_instance_uid, s.patient_id
     FROM staged s WHERE s.status = 'ok'
 ),
--- Only SOP instances / studies that occur more than once in this merge need ordering.
+-- Only SOP instances / studies / series that occur more than once in this merge need ordering.
 multi_sop AS (
     SELECT sop_instance_uid FROM ok GROUP BY sop_instance_uid HAVING count(*) > 1
 ),
 multi_study AS (
     SELECT study_instance_uid FROM ok GROUP BY study_instance_uid HAVING count(DISTINCT patient_id) > 1
+),
+multi_series AS (  -- min <> max: more than one study, without a distinct set per group
+    SELECT series_instance_uid FROM ok GROUP BY series_instance_uid
+    HAVING min(study_instance_uid) <> max(study_instance_uid)
 ),
 study_owner AS (
     SELECT o.study_instance_uid, arg_min(o.patient_id, (o.received_at, o.source_uri, o.batch_id, o.row_no)) AS owner_patient_id
@@ -33,20 +51,40 @@ study_owner AS (
 known_study AS (
     SELECT st.study_instance_uid, st.patient_id FROM study st SEMI JOIN ok USING (study_instance_uid)
 ),
+known_series AS (
+    SELECT se.series_instance_uid, se.study_instance_uid FROM series se SEMI JOIN ok USING (series_instance_uid)
+),
+-- The first received study of each series named under several studies in this merge, among the
+-- files that precedence 1-3 leave in the running (the same tests as `early`, on the few rows of
+-- such series only: computed here, `early` stays a projection and is not materialized).
+series_owner AS (
+    SELECT o.series_instance_uid,
+           arg_min(o.study_instance_uid, (o.received_at, o.source_uri, o.batch_id, o.row_no)) AS owner_study_uid
+    FROM ok o SEMI JOIN multi_series m USING (series_instance_uid)
+    ANTI JOIN merge_known_image i USING (sop_instance_uid)                     -- not 1-2
+    LEFT JOIN known_study st USING (study_instance_uid)
+    LEFT JOIN study_owner so USING (study_instance_uid)
+    WHERE coalesce(st.patient_id, so.owner_patient_id, o.patient_id) = o.patient_id  -- not 3
+    GROUP BY o.series_instance_uid
+),
 known AS (
     SELECT o.*, NULL::VARCHAR AS quarantine_uri, NULL::VARCHAR AS sidecar_uri,
            i.sha256 AS cat_sha256,
-           coalesce(st.patient_id, so.owner_patient_id) AS owner_patient_id
+           coalesce(st.patient_id, so.owner_patient_id) AS owner_patient_id,
+           coalesce(se.study_instance_uid, sw.owner_study_uid) AS owner_study_uid
     FROM ok o
     LEFT JOIN merge_known_image i ON i.sop_instance_uid = o.sop_instance_uid
     LEFT JOIN known_study st ON st.study_instance_uid = o.study_instance_uid
     LEFT JOIN study_owner so ON so.study_instance_uid = o.study_instance_uid
+    LEFT JOIN known_series se ON se.series_instance_uid = o.series_instance_uid  -- the catalogue wins
+    LEFT JOIN series_owner sw ON sw.series_instance_uid = o.series_instance_uid
 ),
-early AS (
+early AS (  -- precedence 1-4
     SELECT *, CASE
         WHEN cat_sha256 IS NOT NULL AND cat_sha256 = sha256 THEN 'duplicate'
         WHEN cat_sha256 IS NOT NULL THEN 'sop_conflict'
         WHEN owner_patient_id IS NOT NULL AND owner_patient_id <> patient_id THEN 'patient_mismatch'
+        WHEN owner_study_uid IS NOT NULL AND owner_study_uid <> study_instance_uid THEN 'series_conflict'
     END AS early_outcome
     FROM known
 ),
@@ -80,7 +118,7 @@ decided_ok AS (
             ELSE 'quarantined'
         END AS outcome,
         CASE
-            WHEN early_outcome IN ('sop_conflict', 'patient_mismatch') THEN early_outcome
+            WHEN early_outcome IN ('sop_conflict', 'patient_mismatch', 'series_conflict') THEN early_outcome
             WHEN early_outcome = 'duplicate' THEN NULL
             WHEN NOT is_first AND first_sha256 = sha256 THEN NULL
             WHEN NOT is_first THEN 'sop_conflict'
@@ -92,6 +130,8 @@ decided_ok AS (
                 THEN 'the SOP instance is already catalogued with different bytes'
             WHEN early_outcome = 'patient_mismatch'
                 THEN 'the study is already catalogued, or was received earlier, under another patient ID'
+            WHEN early_outcome = 'series_conflict'
+                THEN 'the series is already catalogued, or was received earlier, under another study'
             WHEN early_outcome = 'duplicate' THEN NULL
             WHEN NOT is_first AND first_sha256 = sha256 THEN NULL
             WHEN NOT is_first
