@@ -31,7 +31,7 @@ import pendulum
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
 from pacs.assets import CATALOGUE, REPORT
-from pacs.catalogue import POOL
+from pacs.dagkit import POOL
 
 
 @dag(

@@ -21,7 +21,7 @@ import pendulum
 from airflow.sdk import dag, task
 
 from pacs.alerts import on_failure
-from pacs.catalogue import POOL
+from pacs.dagkit import POOL
 from pacs.runs import run_moment
 
 

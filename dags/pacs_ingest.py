@@ -33,7 +33,7 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from pacs.assets import CATALOGUE
-from pacs.catalogue import POOL
+from pacs.dagkit import POOL
 
 
 @dag(

@@ -30,7 +30,7 @@ from airflow.sdk import Param, dag, task
 
 from pacs.alerts import on_failure
 from pacs.assets import CATALOGUE
-from pacs.catalogue import POOL
+from pacs.dagkit import POOL
 from pacs.runs import run_moment
 
 

@@ -28,10 +28,10 @@ import pyarrow.parquet as pq
 
 from pacs import sql
 from pacs.config import Location
+from pacs.dagkit import POOL as POOL  # the one name of the writer pool
 
 log = logging.getLogger(__name__)
 
-POOL = "pacs_catalogue"
 SCHEMA_VERSION = "1"
 SCHEMA_FILES = ("schema", "schema_lifecycle")
 

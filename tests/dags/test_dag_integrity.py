@@ -63,3 +63,49 @@ def test_dag_files_are_thin(project_root: Path) -> None:
         head = text.split("@dag", 1)[0]
         for heavy in ("import duckdb", "import pydicom", "import pandas", "import pyarrow", "import s3fs"):
             assert heavy not in head, f"{f.name} imports {heavy.split()[-1]} at import time"
+
+
+HEAVY = ("duckdb", "pyarrow", "pydicom", "numpy", "pandas", "matplotlib")
+_PROBE = """
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("dag_under_test", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)))
+"""
+
+
+@pytest.mark.parametrize("dag_file", sorted(p.name for p in (ROOT / "dags").glob("*.py")))
+def test_each_dag_file_parses_without_the_data_stack(dag_file: str) -> None:
+    """Importing a DAG file in a fresh interpreter loads none of the heavy data libraries."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "plugins")}
+    proc = subprocess.run([sys.executable, "-c", _PROBE.format(heavy=HEAVY), str(ROOT / "dags" / dag_file)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+
+
+def test_airflow_plugin_loader_executes_no_module_of_the_package() -> None:
+    """plugins/ holds the package, not plugins: Airflow's loader must not run its modules."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys\n"
+        "from airflow._shared.plugins_manager.plugins_manager import _load_plugins_from_plugin_directory\n"
+        "plugins, errors = _load_plugins_from_plugin_directory(sys.argv[1])\n"
+        "names = ('config', 'storage', 'ingest', 'catalogue', 'synth', 'dicom', *sys.argv[2:])\n"
+        "print(json.dumps({'loaded': sorted(m for m in names if m in sys.modules), 'errors': list(errors)}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", code, str(ROOT / "plugins"), *HEAVY], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"loaded": [], "errors": []}
