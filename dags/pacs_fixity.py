@@ -4,7 +4,10 @@
 Weekly: every online file, and a rolling share of offline objects so that each one is
 re-hashed within ``fixity_offline_weeks`` weeks (policy), are verified against the catalogue's
 sha256; each tier's listing is reconciled with the catalogue (``missing``, ``corrupt``,
-``orphan``). A corrupt or missing online copy is restored from a verified offline copy.
+``orphan``). A corrupt or missing online copy is restored from a verified offline copy. An
+online orphan (a file the catalogue does not know, e.g. left by a crashed run) is re-entered
+through intake: moved, verified, into ``<landing>/resubmitted/orphans/``, where the next
+``pacs_ingest`` catalogues it, counts it as a duplicate or quarantines it with its reason.
 
 Findings go to the ``fixity_finding`` table. Any missing or corrupt copy — repaired or not —
 fails the run with a message naming the counts, and the alert callback records it
