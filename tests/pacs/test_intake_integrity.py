@@ -394,3 +394,25 @@ def test_a_read_only_online_tier_fails_with_one_line_and_the_next_run_recovers(a
     assert summary["catalogued"] == 3
     _no_open_batches(cfg)
     _assert_online_equals_catalogue(cfg)
+
+
+def test_object_storage_lease_of_a_dead_owner_is_taken_over_and_a_live_one_is_kept(
+        s3, tmp_path: Path, archive, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json as _json
+
+    from conftest import s3fs_for
+
+    fs = s3fs_for(s3)
+    fs.mkdir("work-takeover")
+    cfg = archive(work="s3://work-takeover/journal")
+    # a crashed owner left its lease behind, expired
+    dead = cfg.work.path("ingest/b-0002/lease")
+    fs.pipe_file(dead, _json.dumps({"owner": "gone:1", "expires": time.time() - 5}).encode())
+    with journal.lease(cfg.work, "b-0002") as held:
+        assert held, "an expired lease is taken over"
+    # a live owner renews its lease (heartbeat every third of the TTL): nobody takes it over
+    monkeypatch.setattr(journal, "LEASE_TTL_SECONDS", 0.9)
+    with journal.lease(cfg.work, "b-0003") as held:
+        assert held
+        time.sleep(2.0)  # more than two TTLs
+        assert journal.is_leased(cfg.work, "b-0003")
