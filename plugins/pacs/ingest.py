@@ -31,14 +31,13 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydicom.datadict import tag_for_keyword
 
 from pacs import catalogue, journal, storage
 from pacs.config import Config, Location
-from pacs.dicom import HEADER_FIELDS, HeaderError, read_header, read_header_bytes
+from pacs.dicom import HeaderError, read_header, read_header_bytes
 from pacs.layout import image_key, quarantine_key
 from pacs.quarantine import RESUBMIT_FOLDER
-from pacs.validation import INVALID_VALUE, UIDS, UNREADABLE, UNSAFE_PATH, is_valid_uid, validate
+from pacs.validation import UIDS, UNREADABLE, UNSAFE_PATH, is_valid_uid, validate
 
 log = logging.getLogger(__name__)
 
@@ -373,36 +372,6 @@ def _base_row(batch_id: str, f: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-_INT32 = (-(2**31), 2**31 - 1)
-_FIELD_OF_COLUMN = {col: (int(tag_for_keyword(kw)), kw, kind) for kw, (col, kind) in HEADER_FIELDS.items()}
-
-
-def header_type_problem(header: dict[str, Any]) -> str | None:
-    """The first header column whose value the staged table cannot hold, named by its tag.
-
-    The header reader coerces every VR it meets; this is the gate that guarantees one odd
-    element can never fail a batch (the file is quarantined ``invalid_value`` instead).
-    """
-    for column, (tag, keyword, kind) in _FIELD_OF_COLUMN.items():
-        value = header.get(column)
-        if value is None:
-            continue
-        where = f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {keyword}"
-        if kind == "int":
-            if not isinstance(value, int) or isinstance(value, bool):
-                return f"{where}: value of type {type(value).__name__} is not an integer"
-            if not _INT32[0] <= value <= _INT32[1]:
-                return f"{where}: value is outside the range of a 32-bit integer"
-            continue
-        if not isinstance(value, str):
-            return f"{where}: value of type {type(value).__name__} is not text"
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return f"{where}: value cannot be represented as UTF-8 text"
-    return None
-
-
 def examine(cfg: Config, batch_id: str, f: dict[str, Any], move_ok: bool, move_quarantine: bool
             ) -> dict[str, Any]:
     """Read, hash, parse and validate one landing file, and store it unless it is to be renamed.
@@ -493,11 +462,8 @@ def _examine(cfg: Config, batch_id: str, f: dict[str, Any], move_ok: bool, move_
     if problem is not None:
         _reject(row, problem.reason, problem.detail, None)
     else:
-        bad_type = header_type_problem(header)
-        rejection = validate(header) if bad_type is None else None
-        if bad_type is not None:
-            _reject(row, INVALID_VALUE, bad_type, header)
-        elif rejection is not None:
+        rejection = validate(header)  # the header reader guarantees each column's type
+        if rejection is not None:
             _reject(row, rejection.reason, rejection.detail, header)
         else:
             row.update({k: header.get(k) for k in _HEADER_COLS})

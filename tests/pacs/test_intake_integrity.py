@@ -105,14 +105,14 @@ def test_an_unexpected_error_on_one_file_quarantines_only_that_file(archive, tmp
     for f in files:
         shutil.copy2(f.path, landing / Path(f.path).name)
     victim = files[2].sop_instance_uid
-    original = ingest.header_type_problem
+    original = ingest.validate
 
-    def explode(header: dict[str, Any]) -> str | None:
+    def explode(header: dict[str, Any]) -> Any:
         if header.get("sop_instance_uid") == victim:
             raise RuntimeError("a bug met one file")
         return original(header)
 
-    monkeypatch.setattr(ingest, "header_type_problem", explode)
+    monkeypatch.setattr(ingest, "validate", explode)
     summary = run_ingest(cfg)
     assert summary["catalogued"] == 4 and summary["quarantined"] == 1
     (reason, qsha), = _q(cfg, "SELECT reason, sha256 FROM quarantine")
