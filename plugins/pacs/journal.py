@@ -243,7 +243,7 @@ class Lease:
             current = self._current()
             if current is None:  # released between our put and our read: try once more
                 etag = self._client_put(IfNoneMatch="*")
-            elif float(current[0].get("expires", 0)) < time.time():
+            elif not self._alive(current[0]):
                 etag = self._client_put(IfMatch=current[1])  # take over an expired lease
         if etag is None:
             return False
@@ -252,12 +252,16 @@ class Lease:
         self._beat.start()
         return True
 
+    @staticmethod
+    def _alive(body: dict[str, Any]) -> bool:
+        return float(body.get("expires", 0)) >= time.time()
+
     def _heartbeat(self) -> None:
         while not self._stop.wait(LEASE_TTL_SECONDS / 3):
             etag = self._client_put(IfMatch=self._etag or "")
-            if etag is None:
-                return  # lost (expired and taken over): the owner's next journal write still wins nothing
             self._etag = etag
+            if etag is None:
+                return  # lost (expired and taken over): release must not delete the new owner's lease
 
     # -- both -------------------------------------------------------------------------------
     def acquire(self) -> bool:
@@ -272,8 +276,20 @@ class Lease:
             self._stop.set()
             self._beat.join(timeout=5)
             self._beat = None
-            with contextlib.suppress(FileNotFoundError):
-                self.work.fs.rm_file(self.path)
+            if self._etag is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    self.work.fs.rm_file(self.path)
+
+    def held_elsewhere(self) -> bool:
+        """Whether another holder has the lease now; a probe that leaves nothing behind
+        (on object storage it only reads the lease object)."""
+        if not self.work.is_local:
+            current = self._current()
+            return current is not None and self._alive(current[0])
+        if not self._acquire_local():
+            return True
+        self.release()
+        return False
 
 
 @contextlib.contextmanager
@@ -292,8 +308,4 @@ def lease(work: Location, batch_id: str, prefix: str = PREFIX) -> Iterator[bool]
 
 def is_leased(work: Location, batch_id: str, prefix: str = PREFIX) -> bool:
     """Whether a running step of some process holds the batch right now."""
-    probe = Lease(work, batch_id, prefix)
-    if probe.acquire():
-        probe.release()
-        return False
-    return True
+    return Lease(work, batch_id, prefix).held_elsewhere()
