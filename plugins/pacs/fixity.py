@@ -279,14 +279,6 @@ def _mtime(loc: Location, path: str) -> float | None:
         return None
 
 
-def _same_filesystem(a: Location, b: Location) -> bool:
-    if not (a.is_local and b.is_local):
-        return False
-    os.makedirs(a.root, exist_ok=True)
-    os.makedirs(b.root, exist_ok=True)
-    return storage.same_device(a.root, b.root)
-
-
 def _overlaps(a: Location, b: Location) -> bool:
     """Whether one root lies inside the other (then a move between them is not safe)."""
     if a.protocol != b.protocol:
@@ -322,7 +314,7 @@ def _reenter_one(cfg: Config, fixity_id: str, uri: str, cutoff: float) -> tuple[
         return "left", "left in the online tier: it changed after the audit's listing; the next audit judges it", None
     if online.is_local and os.path.islink(src):
         return "left", "left in the online tier: a symbolic link, not a file; check it by hand", None
-    if cfg.ingest.rename and _same_filesystem(online, landing):
+    if cfg.ingest.rename and storage.same_filesystem(online, landing):
         if not storage.move_local(src, dst, fsync=cfg.ingest.fsync):
             return "left", f"left in the online tier: landing already holds another file at {dst_uri}", None
         return "reentered", reentered, storage.hash_at(landing, dst)

@@ -187,10 +187,10 @@ class SweepStats:
         return dict(vars(self))
 
 
-def _read_seen(work: Location) -> dict[str, list[int]]:
-    p = work.path(f"{journal.PREFIX}/{SEEN}")
+def _read_json(work: Location, name: str) -> dict[str, Any]:
+    """A sweep's own file in the ingest journal (``{}`` when there is none yet)."""
     try:
-        with work.fs.open(p, "rb") as f:
+        with work.fs.open(work.path(f"{journal.PREFIX}/{name}"), "rb") as f:
             return json.load(f)
     except (FileNotFoundError, ValueError):
         return {}
@@ -202,12 +202,7 @@ def _write_json(work: Location, name: str, obj: Any) -> None:
 
 def last_sweep(cfg: Config) -> dict[str, int]:
     """The counts of the most recent sweep (waiting and future-dated files included)."""
-    p = cfg.work.path(f"{journal.PREFIX}/{LAST_SWEEP}")
-    try:
-        with cfg.work.fs.open(p, "rb") as f:
-            return json.load(f)
-    except (FileNotFoundError, ValueError):
-        return {}
+    return _read_json(cfg.work, LAST_SWEEP)
 
 
 class _Settling:
@@ -222,7 +217,7 @@ class _Settling:
     def __init__(self, work: Location, settle_seconds: int) -> None:
         self.settle_ns = settle_seconds * 1_000_000_000
         self.now_ns = time.time_ns()
-        self.seen = _read_seen(work) if self.settle_ns else {}
+        self.seen = _read_json(work, SEEN) if self.settle_ns else {}
         self.still: dict[str, list[int]] = {}
         self.waiting = self.future = 0
 
@@ -317,13 +312,6 @@ def _sweep(cfg: Config, *, run_id: str, now: dt.datetime | None, limit: int | No
 # process
 # ---------------------------------------------------------------------------------------------
 
-def _same_fs(a: Location, b: Location) -> bool:
-    if not (a.is_local and b.is_local):
-        return False
-    os.makedirs(b.root, exist_ok=True)
-    return storage.same_device(a.root, b.root)
-
-
 def _sidecar(cfg: Config, row: dict[str, Any], qpath: str, fsync: bool = False) -> str:
     side = qpath.rsplit(".", 1)[0] + ".json"
     body = {
@@ -400,8 +388,7 @@ def examine(cfg: Config, batch_id: str, f: dict[str, Any], move_ok: bool, move_q
         except storage.TierError:
             raise
         except Exception:  # noqa: BLE001 - not even its bytes could be read: leave it in landing
-            row.update(dict.fromkeys(("reason", "quarantine_uri", "sidecar_uri")))
-            row["status"], row["detail"] = "deferred", detail
+            _defer(row, detail)
         return row
 
 
@@ -506,8 +493,7 @@ def _store_copy(cfg: Config, row: dict[str, Any], data: bytes | None, loc: Locat
     if written.size != row["size_bytes"]:
         if written.created:
             storage.remove(cfg.online, dst)
-        row["status"], row["detail"] = "deferred", "the landing file changed while it was stored"
-        row["dst_uri"] = None
+        _defer(row, "the landing file changed while it was stored")
         return
     row["sha256"], row["size_bytes"] = written.sha256, written.size
     row["in_place"] = written.created or _holds(cfg.online, dst, row["sha256"])
@@ -667,10 +653,13 @@ MAX_ATTEMPTS = 3
 ATTEMPTS = "attempts.json"
 
 
-def _owned_elsewhere(batch_id: str) -> dict[str, Any]:
+def _left_to_owner(batch_id: str) -> None:
     log.info("batch %s is being worked on by another run; left to it", batch_id)
-    return {"files": 0, "ok": 0, "rejected": 0, "deferred": 0, "bytes": 0, "reasons": {},
-            "owned_elsewhere": 1}
+
+
+def _owned_elsewhere(batch_id: str) -> dict[str, Any]:
+    _left_to_owner(batch_id)
+    return {**_counts([]), "owned_elsewhere": 1}
 
 
 def process_batch(cfg: Config, batch_id: str, *, workers: int | None = None) -> dict[str, Any]:
@@ -721,8 +710,7 @@ def _split(cfg: Config, batch_id: str, exc: Exception) -> dict[str, Any]:
     journal.mark(work, batch_id, journal.DONE, {"batch_id": batch_id, "split_into": len(ids)})
     log.warning("batch %s failed %d times; split into %d single-file batches for the next run",
                 batch_id, MAX_ATTEMPTS, len(ids))
-    return {"files": 0, "ok": 0, "rejected": 0, "deferred": len(files), "bytes": 0, "reasons": {},
-            "split": len(ids)}
+    return {**_counts([]), "deferred": len(files), "split": len(ids)}
 
 
 def _give_up_file(cfg: Config, batch_id: str, f: dict[str, Any], exc: Exception) -> dict[str, Any]:
@@ -749,8 +737,8 @@ def _process_owned(cfg: Config, batch_id: str, workers: int | None) -> dict[str,
         return _counts(rows)
     files = journal.read_json(work, batch_id, journal.MANIFEST)["files"]
     rename = cfg.ingest.rename
-    move_ok = {i: rename and _same_fs(loc, cfg.online) for i, loc in enumerate(cfg.landing)}
-    move_q = {i: rename and _same_fs(loc, cfg.quarantine) for i, loc in enumerate(cfg.landing)}
+    move_ok = {i: rename and storage.same_filesystem(loc, cfg.online) for i, loc in enumerate(cfg.landing)}
+    move_q = {i: rename and storage.same_filesystem(loc, cfg.quarantine) for i, loc in enumerate(cfg.landing)}
     n = workers or cfg.ingest.workers
     args = [(f, move_ok[f["landing"]], move_q[f["landing"]]) for f in files]
     if n <= 1 or len(files) < PARALLEL_MIN_FILES:
@@ -870,7 +858,7 @@ def merge_batches(cfg: Config, batch_ids: list[str], *, run_id: str = "manual",
         with contextlib.ExitStack() as leases:
             for b in pending:
                 if not leases.enter_context(journal.lease(work, b)):
-                    log.info("batch %s is being worked on by another run; left to it", b)
+                    _left_to_owner(b)
                     continue
                 if journal.has(work, b, journal.MERGED):  # merged by another run meanwhile
                     continue

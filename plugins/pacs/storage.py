@@ -317,6 +317,17 @@ def move_verified(src: str, dst: str, expected: Identity) -> str:
     return "changed"
 
 
+def same_filesystem(src: Location, dst: Location) -> bool:
+    """Whether files of ``src`` can be renamed into ``dst`` (both local, one filesystem).
+
+    Creates ``dst``'s root if needed, so that a tier not written yet can be told apart.
+    """
+    if not (src.is_local and dst.is_local):
+        return False
+    os.makedirs(dst.root, exist_ok=True)
+    return same_device(src.root, dst.root)
+
+
 def same_device(a: str, b: str) -> bool:
     """Whether two existing local folders live on one filesystem (so rename works)."""
     try:
