@@ -55,6 +55,17 @@ _TIER_FAULTS = {
 }
 
 
+def _is_tier_fault(loc: Location, exc: OSError) -> bool:
+    """Whether ``exc`` is a fault of the tier ``loc`` itself rather than of one file."""
+    if not loc.is_local:
+        return not isinstance(exc, FileNotFoundError)
+    if exc.filename is None or not loc.contains(str(exc.filename)):
+        return False  # about a file elsewhere (a landing file that vanished, say)
+    if isinstance(exc, FileNotFoundError):
+        return not os.path.isdir(loc.root)  # a missing file is the tier's fault only when its root is gone
+    return exc.errno in _TIER_FAULTS
+
+
 @contextlib.contextmanager
 def tier_faults(loc: Location) -> Iterator[None]:
     """Turn a fault of ``loc`` itself into a one-line :class:`TierError` naming it.
@@ -65,17 +76,12 @@ def tier_faults(loc: Location) -> Iterator[None]:
         yield
     except TierError:
         raise
-    except FileNotFoundError as exc:
-        if not loc.is_local or not exc.filename or not loc.contains(str(exc.filename)) or os.path.isdir(loc.root):
-            raise
-        raise TierError(exc.errno, f"the {loc.name} tier at {loc.root} is missing: mount it, or create "
-                                   "the folder (nothing was lost; re-run once it is back)") from exc
     except OSError as exc:
-        mine = (not loc.is_local) or (exc.filename is not None and loc.contains(str(exc.filename)))
-        if not mine or (exc.errno not in _TIER_FAULTS and loc.is_local):
+        if not _is_tier_fault(loc, exc):
             raise
         what, fix = _TIER_FAULTS.get(exc.errno or 0, ("is unreachable", "check the endpoint and credentials"))
-        raise TierError(exc.errno, f"the {loc.name} tier at {loc.url} {what}: {fix} "
+        where = loc.root if loc.is_local else loc.url
+        raise TierError(exc.errno, f"the {loc.name} tier at {where} {what}: {fix} "
                                    "(nothing was lost; re-run once it is fixed)") from exc
 
 
@@ -241,8 +247,7 @@ def rename_noreplace(src: str, dst: str) -> None:
         raise OSError(errno.ENOSYS, "renameat2 is not available", src)
     if fn(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) != 0:
         err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), src) if err not in (errno.EEXIST, errno.ENOENT) else \
-            (FileExistsError if err == errno.EEXIST else FileNotFoundError)(err, os.strerror(err), src)
+        raise OSError(err, os.strerror(err), src)  # OSError picks FileExistsError, FileNotFoundError, …
 
 
 @dataclass(frozen=True, slots=True)
