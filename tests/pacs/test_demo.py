@@ -53,6 +53,15 @@ def _fill(*folders: Path) -> None:
         (folder / "README").write_text(f"precious {i}\n")
 
 
+def _refused(cfg: Any, var: Path, root: Path, match: str | None = None) -> str:
+    """Assert that preparing ``cfg`` is refused and changes nothing under ``root``; the reason."""
+    before = _listing(root)
+    with pytest.raises(demo.DemoRefusal, match=match) as err:
+        demo.prepare(cfg, var=var)
+    assert _listing(root) == before
+    return str(err.value)
+
+
 def _listing(root: Path) -> dict[str, str]:
     """Every entry under ``root``: files by sha256, links by target, folders as such."""
     out: dict[str, str] = {}
@@ -115,10 +124,7 @@ def test_an_s3_location_is_refused_before_anything_is_deleted(tmp_path: Path) ->
     cfg_path, var = _project(tmp_path)
     cfg = _config(cfg_path, offline="s3://pacs-offline/archive")
     _fill(var / "data" / "online", var / "data" / "landing")
-    before = _listing(tmp_path)
-    with pytest.raises(demo.DemoRefusal, match=r"offline is s3://pacs-offline/archive, not a local folder"):
-        demo.prepare(cfg, var=var)
-    assert _listing(tmp_path) == before
+    _refused(cfg, var, tmp_path, r"offline is s3://pacs-offline/archive, not a local folder")
 
 
 def test_a_fresh_clone_is_allowed_and_the_demo_marks_what_it_makes(
@@ -172,10 +178,7 @@ def test_a_marked_folder_whose_configuration_points_a_location_outside_it_is_ref
     away = tmp_path / "hospital" / "online" if where == "outside var" else var / "other" / "online"
     _fill(away)
     cfg = _config(cfg_path, online=str(away))
-    before = _listing(tmp_path)
-    with pytest.raises(demo.DemoRefusal, match=r"online \(.*\) lies outside the demo's folder"):
-        demo.prepare(cfg, var=var)
-    assert _listing(tmp_path) == before
+    _refused(cfg, var, tmp_path, r"online \(.*\) lies outside the demo's folder")
 
 
 def test_a_marked_location_replaced_by_a_link_to_a_real_archive_is_refused(tmp_path: Path) -> None:
@@ -185,10 +188,7 @@ def test_a_marked_location_replaced_by_a_link_to_a_real_archive_is_refused(tmp_p
     real = tmp_path / "hospital" / "online"
     _fill(real)
     (var / "data" / "online").symlink_to(real)
-    before = _listing(tmp_path)
-    with pytest.raises(demo.DemoRefusal, match=r"refusing to reset"):
-        demo.prepare(cfg, var=var)
-    assert _listing(tmp_path) == before
+    _refused(cfg, var, tmp_path, r"refusing to reset")
 
 
 def test_an_unmarked_archive_in_the_default_var_data_is_refused(tmp_path: Path) -> None:
@@ -197,14 +197,10 @@ def test_an_unmarked_archive_in_the_default_var_data_is_refused(tmp_path: Path) 
     _fill(var / "data" / "online", var / "data" / "work")
     (var / "data" / "catalogue").mkdir()
     (var / "data" / "catalogue" / "pacs.duckdb").write_bytes(b"real catalogue")
-    before = _listing(tmp_path)
-    with pytest.raises(demo.DemoRefusal) as err:
-        demo.prepare(cfg, var=var)
-    message = str(err.value)
+    message = _refused(cfg, var, tmp_path)
     assert "var/data holds an archive the demo did not create (no .pacs-demo marker" in message
     assert "online" in message and "catalogue.duckdb" in message and "Move the archive aside" in message
     assert "\n" not in message
-    assert _listing(tmp_path) == before
 
 
 def test_an_outside_folder_with_files_and_no_marker_is_refused(tmp_path: Path) -> None:
@@ -212,10 +208,7 @@ def test_an_outside_folder_with_files_and_no_marker_is_refused(tmp_path: Path) -
     cfg = _config(cfg_path)
     _fill(var / "data" / "landing-outside")
     (var / "data" / "online").mkdir()  # an empty folder holds nothing to lose
-    before = _listing(tmp_path)
-    with pytest.raises(demo.DemoRefusal, match=r"not empty: landing-outside\)"):
-        demo.prepare(cfg, var=var)
-    assert _listing(tmp_path) == before
+    _refused(cfg, var, tmp_path, r"not empty: landing-outside\)")
 
 
 def test_a_marked_folder_with_a_location_its_marker_does_not_list_is_refused(tmp_path: Path) -> None:
@@ -223,10 +216,7 @@ def test_a_marked_folder_with_a_location_its_marker_does_not_list_is_refused(tmp
     demo.prepare(_config(cfg_path), var=var)
     _fill(var / "data" / "online", var / "data" / "imports")
     cfg = _config(cfg_path, landing=["../var/data/landing", "../var/data/imports"])
-    before = _listing(tmp_path)
-    with pytest.raises(demo.DemoRefusal, match=r"landing\[1\] \(.*imports\) holds files the demo did not make"):
-        demo.prepare(cfg, var=var)
-    assert _listing(tmp_path) == before
+    _refused(cfg, var, tmp_path, r"landing\[1\] \(.*imports\) holds files the demo did not make")
 
 
 def test_an_unreadable_marker_is_refused(tmp_path: Path) -> None:
@@ -235,10 +225,7 @@ def test_an_unreadable_marker_is_refused(tmp_path: Path) -> None:
     demo.prepare(cfg, var=var)
     _fill(var / "data" / "online")
     (var / "data" / ".pacs-demo").write_text("{not json")
-    before = _listing(tmp_path)
-    with pytest.raises(demo.DemoRefusal, match=r"marker is unreadable"):
-        demo.prepare(cfg, var=var)
-    assert _listing(tmp_path) == before
+    _refused(cfg, var, tmp_path, r"marker is unreadable")
 
 
 def test_locations_spread_over_var_itself_are_refused(tmp_path: Path) -> None:

@@ -54,6 +54,14 @@ def _ct(tmp_path: Path, n: int, seed: int = 0) -> list[synth.SynthFile]:
     return sorted(src.good(), key=lambda f: f.path)
 
 
+def _land(landing: Path, files: list[synth.SynthFile]) -> list[Path]:
+    """Drop files into landing by name, keeping their mtimes; their landing paths."""
+    paths = [landing / Path(f.path).name for f in files]
+    for f, dst in zip(files, paths, strict=True):
+        shutil.copy2(f.path, dst)
+    return paths
+
+
 # --------------------------------------------------------------------------------------------
 # 1. one odd element never poisons a batch
 # --------------------------------------------------------------------------------------------
@@ -73,8 +81,7 @@ def test_unexpected_vrs_in_one_batch_never_block_the_good_files(archive, tmp_pat
     cfg = archive(ingest={"batch_size": 50, "workers": 1, "fsync": False})
     landing = Path(cfg.landing[0].root)
     good = _ct(tmp_path, 6)
-    for f in good:
-        shutil.copy2(f.path, landing / Path(f.path).name)
+    _land(landing, good)
     odd = [(0x00080080, "DS", "12.5"), (0x00080080, "IS", "7"), (0x00080080, "US", 7),
            (0x00100020, "US", 4242), (0x00081030, "FD", 2.5), (0x00280010, "CS", "ABC")]
     for i, (tag, vr, value) in enumerate(odd):
@@ -102,8 +109,7 @@ def test_an_unexpected_error_on_one_file_quarantines_only_that_file(archive, tmp
     cfg = archive(ingest={"batch_size": 50, "workers": 1, "fsync": False})
     landing = Path(cfg.landing[0].root)
     files = _ct(tmp_path, 5)
-    for f in files:
-        shutil.copy2(f.path, landing / Path(f.path).name)
+    _land(landing, files)
     victim = files[2].sop_instance_uid
     original = ingest.validate
 
@@ -125,8 +131,7 @@ def test_a_batch_that_keeps_failing_is_split_and_never_blocks_later_batches(
     cfg = archive(ingest={"batch_size": 50, "workers": 1, "fsync": False})
     landing = Path(cfg.landing[0].root)
     files = _ct(tmp_path, 4)
-    for f in files:
-        shutil.copy2(f.path, landing / Path(f.path).name)
+    _land(landing, files)
     victim = files[1].sop_instance_uid
     original = ingest._table
 
@@ -139,8 +144,7 @@ def test_a_batch_that_keeps_failing_is_split_and_never_blocks_later_batches(
     for _ in range(ingest.MAX_ATTEMPTS):
         run_ingest(cfg)  # the batch fails, attempt after attempt, then is split per file
     later = _ct(tmp_path, 2, seed=9)
-    for f in later:
-        shutil.copy2(f.path, landing / Path(f.path).name)
+    _land(landing, later)
     for _ in range(ingest.MAX_ATTEMPTS + 1):
         run_ingest(cfg)
     catalogued = {r[0] for r in _q(cfg, "SELECT sop_instance_uid FROM image")}
@@ -161,12 +165,7 @@ def test_rename_mode_leaves_files_changed_after_reading_in_landing(archive, tmp_
     landing = Path(cfg.landing[0].root)
     files = _ct(tmp_path, 6)
     replacement = _ct(tmp_path, 1, seed=5)[0]
-    paths = []
-    for f in files:
-        dst = landing / Path(f.path).name
-        shutil.copy2(f.path, dst)
-        paths.append(dst)
-    appended, replaced, deleted = paths[0], paths[1], paths[2]
+    appended, replaced, deleted = _land(landing, files)[:3]
     original = ingest._apply_moves
     mutated: dict[str, str] = {}
 
@@ -289,8 +288,7 @@ def test_two_concurrent_ingest_runs_end_as_one_would(archive, tmp_path: Path) ->
 def test_a_batch_leased_by_a_running_step_is_not_resumed_by_another_run(archive, tmp_path: Path) -> None:
     cfg = archive(ingest={"batch_size": 50, "workers": 1, "fsync": False})
     landing = Path(cfg.landing[0].root)
-    for f in _ct(tmp_path, 3):
-        shutil.copy2(f.path, landing / Path(f.path).name)
+    _land(landing, _ct(tmp_path, 3))
     (batch,) = ingest.sweep(cfg, run_id="run-a")
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; sys.path.insert(0, sys.argv[1]);"
@@ -376,8 +374,7 @@ def test_a_read_only_online_tier_fails_with_one_line_and_the_next_run_recovers(a
     cfg = archive(ingest={"batch_size": 50, "workers": 1, "fsync": False, "rename": rename})
     landing = Path(cfg.landing[0].root)
     files = _ct(tmp_path, 3)
-    for f in files:
-        shutil.copy2(f.path, landing / Path(f.path).name)
+    _land(landing, files)
     online = Path(cfg.online.root)
     online.mkdir(parents=True, exist_ok=True)
     os.chmod(online, 0o555)
