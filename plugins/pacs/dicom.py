@@ -386,16 +386,32 @@ def _coerce_raw(elem: RawDataElement, vr: str, dict_vr: str, kind: str,
     if vr in _BULK_VRS or vr not in _DICOM_VRS:
         raise _Unusable("is not an integer" if kind == "int" else "is not text")
     if kind == "int":
-        try:
-            return _int_from_text(raw.decode("ascii"))
-        except UnicodeDecodeError:
-            raise _Unusable("is not an integer", not_integer=True) from None
-    try:
-        if vr == "PN":
-            return _text(str(PersonName(raw, encodings())))
-        return _text(decode_bytes(raw, encodings(), TEXT_VR_DELIMS))
-    except (UnicodeDecodeError, ValueError, LookupError):
+        return _ascii_int(raw)
+    try:  # any text VR is decoded with the dataset's character set
+        return _decoded_text(raw, "PN" if vr == "PN" else "LO", encodings)
+    except _TEXT_ERRORS:
         return _text(raw.decode("latin-1", "replace"))
+
+
+_TEXT_ERRORS = (UnicodeDecodeError, ValueError, OverflowError, LookupError)
+
+
+def _ascii_int(raw: bytes) -> int | None:
+    """A text-encoded integer value (IS, or text in another VR) as an int."""
+    try:
+        return _int_from_text(raw.decode("ascii"))
+    except UnicodeDecodeError:
+        raise _Unusable("is not an integer", not_integer=True) from None
+
+
+def _decoded_text(raw: bytes, vr: str, encodings: Callable[[], list[str]]) -> str | None:
+    """A raw text value of ``vr``: names and descriptions in the dataset's character set, the
+    rest (UI, DA, TM, CS, AS) ASCII by definition; raises one of ``_TEXT_ERRORS``."""
+    if vr == "PN":
+        return _text(str(PersonName(raw, encodings())))
+    if vr in _TEXT_VRS:
+        return _text(decode_bytes(raw, encodings(), TEXT_VR_DELIMS))
+    return _text(raw.decode("ascii"))
 
 
 def _invalid(tag: int, keyword: str, vr: str | None, dict_vr: str, exc: _Unusable) -> InvalidValueError:
@@ -447,20 +463,11 @@ def _extract(ds: Dataset) -> dict[str, Any]:
                 elif vr == "US":  # empty, several values, or a broken length
                     value = _coerce_raw(elem, vr, dict_vr, kind, get_encodings)
                 else:
-                    try:
-                        value = _int_from_text(raw.decode("ascii"))
-                    except UnicodeDecodeError:
-                        raise _Unusable("is not an integer", not_integer=True) from None
+                    value = _ascii_int(raw)
             else:
-                raw = elem.value
                 try:
-                    if vr == "PN":
-                        value = _text(str(PersonName(raw, get_encodings())))
-                    elif vr in _TEXT_VRS:
-                        value = _text(decode_bytes(raw, get_encodings(), TEXT_VR_DELIMS))
-                    else:  # UI, DA, TM, CS, AS: ASCII by definition
-                        value = _text(raw.decode("ascii"))
-                except (UnicodeDecodeError, ValueError, OverflowError, LookupError):
+                    value = _decoded_text(elem.value, vr, get_encodings)
+                except _TEXT_ERRORS:
                     value = _slow_value(ds, keyword, kind)
         except _Unusable as exc:
             if exc.not_integer and column in LENIENT_INT_COLUMNS:
