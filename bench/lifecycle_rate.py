@@ -3,7 +3,7 @@ RSS of planning a 1,000,000-image lifecycle.
 
 Side by side in one run, against one moto S3 server on 127.0.0.1 (started here):
 
-- **pacs**: an archive of the set is ingested (untimed), then ``pacs.lifecycle.run_lifecycle``
+- **pacs**: an archive of the set is ingested (untimed), then ``pacs.tiers.lifecycle.run_lifecycle``
   at a logical date that makes every study due: plan, copy offline, verify every object
   (S3 SHA-256 checksum on each PutObject), switch the catalogue, delete the online copies —
   all timed; MB/s over the set's bytes. CT slices are copied per file; the small files with
@@ -11,7 +11,7 @@ Side by side in one run, against one moto S3 server on 127.0.0.1 (started here):
 - **plain s3fs.put** of the same files to another prefix of the same bucket:
   ``fs.put(local_paths, remote_paths)`` (s3fs uploads them concurrently), no verification.
 
-Then a catalogue of 1,000,000 images is planned (``pacs.lifecycle.plan``) in a subprocess;
+Then a catalogue of 1,000,000 images is planned (``pacs.tiers.lifecycle.plan``) in a subprocess;
 its peak RSS (``ru_maxrss``) is printed. Figures only; nothing is asserted.
 """
 
@@ -96,8 +96,8 @@ def _config(base: Path, packing: bool) -> Path:
 
 def migrate(kind: str, n: int, workdir: Path, moto: Moto, packing: bool) -> dict[str, Any]:
     from pacs.config import load_config
-    from pacs.ingest import run_ingest
-    from pacs.lifecycle import run_lifecycle
+    from pacs.intake import run_ingest
+    from pacs.tiers.lifecycle import run_lifecycle
 
     src = ensure_set(kind, n, workdir)
     files = list_files(src)
@@ -133,7 +133,7 @@ PLAN_CHILD = """
 import datetime as dt, json, sys, time
 sys.path.insert(0, {plugins!r})
 from pacs.config import load_config
-from pacs.lifecycle import plan
+from pacs.tiers.lifecycle import plan
 t0 = time.perf_counter()
 p = plan(load_config({config!r}), logical_date=dt.date(2100, 1, 1), run_id="bench-plan")
 # VmHWM: this process's peak RSS (ru_maxrss would carry over the forking parent's across exec)

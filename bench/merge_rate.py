@@ -5,7 +5,7 @@ with SQL ``range()``: 10,000,000 images in series of 100, 3 series per study, 2 
 patient (~100,000 series, ~33,000 studies, ~17,000 patients), consistent aggregates, one
 ``ingest_batch`` row per 500 images. It is built once and cached; each measured variant runs
 on a fresh copy of the file. One Arrow table of 1,000,000 NEW rows in the exact schema
-``pacs.ingest.STAGED_SCHEMA`` is built in memory (status ``ok``, valid UIDs, 64-hex sha256,
+``pacs.intake.STAGED_SCHEMA`` is built in memory (status ``ok``, valid UIDs, 64-hex sha256,
 sizes, ``dst_uri``, ``in_place`` true ...): 95% new patients/studies/series, 5% new series in
 existing studies (of the catalogue's own patients). Timed side by side in one run:
 
@@ -17,7 +17,7 @@ existing studies (of the catalogue's own patients). Timed side by side in one ru
    cached before timing);
 3. **plain append** — ``INSERT INTO image SELECT <image columns> FROM <arrow>``;
 4. (``--chunked``) the pacs merge in chunks of ``ingest.merge_chunk_rows`` (250,000), as
-   ``pacs.ingest.merge_batches`` runs it.
+   ``pacs.intake.merge_batches`` runs it.
 
 Every variant runs ``--repeat`` times (default 2), interleaved; the median round is reported
 (for an even count, the slower of the two middle rounds).
@@ -178,7 +178,7 @@ def build_pk_copy(path: Path, base: Path) -> dict[str, Any]:
 
 def build_staged(n_new: int, n_catalogue: int) -> pa.Table:
     """``n_new`` staged rows (STAGED_SCHEMA) of images the catalogue does not hold yet."""
-    from pacs.ingest import STAGED_SCHEMA
+    from pacs.intake import STAGED_SCHEMA
 
     con = duckdb.connect()
     _macros(con)

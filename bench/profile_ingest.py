@@ -1,6 +1,6 @@
-"""Where pacs ingest time goes, without Airflow: each step of ``pacs.ingest`` timed in-process.
+"""Where pacs ingest time goes, without Airflow: each step of ``pacs.intake`` timed in-process.
 
-Runs the same steps as ``pacs.ingest.run_ingest`` (sweep → process every batch → merge →
+Runs the same steps as ``pacs.intake.run_ingest`` (sweep → process every batch → merge →
 finalize → snapshot) on a fresh archive holding a copy of a cached benchmark set, timing each
 step, once per ``--fsync`` setting side by side (default: with and without fsync) so their ratio
 is measured in one run. With ``--cprofile`` the whole run is profiled with cProfile and the top
@@ -29,7 +29,7 @@ DEFAULT_N = {"ct": 2000, "small": 10000}
 
 
 def one_run(kind: str, n: int, src: Path, fsync: bool, args: argparse.Namespace) -> dict[str, Any]:
-    from pacs import ingest
+    from pacs import intake
     from pacs.config import load_config
 
     base = args.workdir / "run" / f"profile-{kind}-{n}-fsync{int(fsync)}"
@@ -43,20 +43,20 @@ def one_run(kind: str, n: int, src: Path, fsync: bool, args: argparse.Namespace)
     if prof:
         prof.enable()
     t = time.perf_counter()
-    ids = ingest.sweep(cfg, run_id="bench")
+    ids = intake.sweep(cfg, run_id="bench")
     steps["sweep"] = time.perf_counter() - t
     t = time.perf_counter()
     for b in ids:
-        ingest.process_batch(cfg, b)
+        intake.process_batch(cfg, b)
     steps["process"] = time.perf_counter() - t
     t = time.perf_counter()
-    ingest.merge_batches(cfg, ids, run_id="bench")
+    intake.merge_batches(cfg, ids, run_id="bench")
     steps["merge"] = time.perf_counter() - t
     t = time.perf_counter()
-    ingest.finalize_batches(cfg, ids)
+    intake.finalize_batches(cfg, ids)
     steps["finalize"] = time.perf_counter() - t
     t = time.perf_counter()
-    ingest.refresh_snapshot(cfg)
+    intake.refresh_snapshot(cfg)
     steps["snapshot"] = time.perf_counter() - t
     if prof:
         prof.disable()
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
              "ok" if r["ok"] else "FAILED"] for r in runs]
     common.print_table(["run", "files/s", "total s", "sweep s", "process s", "merge s", "finalize s", "snapshot s",
                         "process files/s", "check"], rows,
-                       f"pacs.ingest steps in-process (no Airflow): {args.kind} set, {n:,} files, "
+                       f"pacs.intake steps in-process (no Airflow): {args.kind} set, {n:,} files, "
                        f"batch_size={args.batch_size} workers={args.workers}")
     prov = common.provenance(code)
     print(f"code: git {prov['git_head']}{' + uncommitted changes' if prov['measured_code_dirty'] else ''}, "

@@ -21,11 +21,9 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import dag, task
+from airflow.sdk import dag
 
-from pacs.alerts import on_failure
-from pacs.dagkit import POOL
-from pacs.runs import run_moment
+from pacs.dagkit import POOL, decision_date, default_args, task
 
 
 @dag(
@@ -36,15 +34,15 @@ from pacs.runs import run_moment
     max_active_runs=1,
     doc_md=__doc__,
     tags=["pacs", "fixity", "tiers"],
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=5), "on_failure_callback": on_failure},
+    default_args=default_args(retries=2, retry_delay=timedelta(minutes=5)),
 )
 def pacs_fixity() -> None:
     @task(pool=POOL)
     def plan(logical_date: Any = None, dag_run: Any = None, run_id: str | None = None) -> dict[str, Any]:
         from pacs.config import load_config
-        from pacs.fixity import plan as make_plan
+        from pacs.tiers.fixity import plan as make_plan
 
-        when = run_moment(logical_date, getattr(dag_run, "run_after", None))
+        when = decision_date(logical_date, dag_run)
         return make_plan(load_config(), logical_date=when.date(), run_id=run_id or "manual")
 
     @task
@@ -54,28 +52,24 @@ def pacs_fixity() -> None:
     @task(max_active_tis_per_dagrun=4)
     def verify(chunk: str, planned: dict[str, Any]) -> dict[str, Any]:
         from pacs.config import load_config
-        from pacs.fixity import verify_chunk
+        from pacs.tiers.fixity import verify_chunk
 
         return verify_chunk(load_config(), planned["fixity_id"], chunk)
 
     @task
     def reconcile(tier: str, planned: dict[str, Any]) -> dict[str, Any]:
         from pacs.config import load_config
-        from pacs.fixity import reconcile as reconcile_tier
+        from pacs.tiers.fixity import reconcile as reconcile_tier
 
         return reconcile_tier(load_config(), planned["fixity_id"], tier)
 
     @task(pool=POOL, trigger_rule="all_done")
     def record(planned: dict[str, Any]) -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowFailException
-
         from pacs.config import load_config
-        from pacs.fixity import FixityError, record_and_repair
+        from pacs.tiers.fixity import record_and_repair
 
-        try:
-            return record_and_repair(load_config(), planned["fixity_id"])
-        except FixityError as exc:  # damaged copies are not a transient error: fail now, no retry
-            raise AirflowFailException(str(exc)) from exc
+        # damaged copies are a terminal error (FixityError): the task fails now, without retries
+        return record_and_repair(load_config(), planned["fixity_id"])
 
     planned = plan()
     verified = verify.partial(planned=planned).expand(chunk=chunks(planned))

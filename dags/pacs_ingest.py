@@ -30,10 +30,9 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, dag
 
-from pacs.assets import CATALOGUE
-from pacs.dagkit import POOL
+from pacs.dagkit import CATALOGUE, POOL, default_args, task
 
 
 @dag(
@@ -44,12 +43,7 @@ from pacs.dagkit import POOL
     max_active_runs=1,
     doc_md=__doc__,
     tags=["pacs", "intake"],
-    default_args={
-        "retries": 3,
-        "retry_delay": timedelta(seconds=30),
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": timedelta(minutes=10),
-    },
+    default_args=default_args(retries=3, retry_delay=timedelta(seconds=30)),
     params={
         "resubmit_reasons": Param([], type="array", items={"type": "string"},
                                   description="Re-submit quarantined files with these reason codes."),
@@ -61,7 +55,7 @@ def pacs_ingest() -> None:
     @task(pool=POOL)
     def resubmit(params: dict[str, Any] | None = None) -> dict[str, Any]:
         from pacs.config import load_config
-        from pacs.quarantine import resubmit as resubmit_files
+        from pacs.intake.quarantine import resubmit as resubmit_files
 
         params = params or {}
         return resubmit_files(load_config(), reasons=params.get("resubmit_reasons") or None,
@@ -70,21 +64,22 @@ def pacs_ingest() -> None:
     @task
     def sweep(run_id: str | None = None) -> list[str]:
         from pacs.config import load_config
-        from pacs.ingest import sweep as sweep_landing
+        from pacs.intake import sweep as sweep_landing
 
         return sweep_landing(load_config(), run_id=run_id or "manual")
 
     @task
     def process(batch_id: str) -> dict[str, Any]:
         from pacs.config import load_config
-        from pacs.ingest import process_batch
+        from pacs.intake import process_batch
 
         return process_batch(load_config(), batch_id)
 
     @task(pool=POOL, trigger_rule="all_done", outlets=[CATALOGUE])
     def merge(batch_ids: list[str], run_id: str | None = None, outlet_events: Any = None) -> dict[str, Any]:
+        from pacs.catalogue import refresh as refresh_snapshot
         from pacs.config import load_config
-        from pacs.ingest import finalize_batches, last_sweep, merge_batches, refresh_snapshot
+        from pacs.intake import finalize_batches, last_sweep, merge_batches
 
         cfg = load_config()
         summary = merge_batches(cfg, batch_ids, run_id=run_id or "manual")

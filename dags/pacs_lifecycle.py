@@ -26,16 +26,13 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, dag
 
-from pacs.alerts import on_failure
-from pacs.assets import CATALOGUE
-from pacs.dagkit import POOL
-from pacs.runs import run_moment
+from pacs.dagkit import CATALOGUE, POOL, decision_date, default_args, task
 
 
 def _day(logical_date: Any, dag_run: Any) -> dt.date:
-    return run_moment(logical_date, getattr(dag_run, "run_after", None)).date()
+    return decision_date(logical_date, dag_run).date()
 
 
 @dag(
@@ -46,13 +43,7 @@ def _day(logical_date: Any, dag_run: Any) -> dt.date:
     max_active_runs=1,
     doc_md=__doc__,
     tags=["pacs", "lifecycle", "tiers"],
-    default_args={
-        "retries": 3,
-        "retry_delay": timedelta(minutes=1),
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": timedelta(minutes=30),
-        "on_failure_callback": on_failure,
-    },
+    default_args=default_args(retries=3, retry_delay=timedelta(minutes=1), max_retry_delay=timedelta(minutes=30)),
     params={"dry_run": Param(False, type="boolean", description="Plan only: record the plan, move nothing.")},
 )
 def pacs_lifecycle() -> None:
@@ -60,7 +51,7 @@ def pacs_lifecycle() -> None:
     def plan(params: dict[str, Any] | None = None, logical_date: Any = None, dag_run: Any = None,
              run_id: str | None = None) -> dict[str, Any]:
         from pacs.config import load_config
-        from pacs.lifecycle import plan as make_plan
+        from pacs.tiers.lifecycle import plan as make_plan
 
         return make_plan(load_config(), logical_date=_day(logical_date, dag_run), run_id=run_id or "manual",
                          dry_run=bool((params or {}).get("dry_run")))
@@ -72,7 +63,7 @@ def pacs_lifecycle() -> None:
     @task(max_active_tis_per_dagrun=4)
     def migrate(batch_no: int, planned: dict[str, Any]) -> dict[str, Any]:
         from pacs.config import load_config
-        from pacs.lifecycle import migrate_batch
+        from pacs.tiers.lifecycle import migrate_batch
 
         return migrate_batch(load_config(), planned["plan_id"], batch_no)
 
@@ -80,7 +71,7 @@ def pacs_lifecycle() -> None:
     def switch(planned: dict[str, Any], logical_date: Any = None, dag_run: Any = None,
                outlet_events: Any = None) -> dict[str, Any]:
         from pacs.config import load_config
-        from pacs.lifecycle import switch_and_purge
+        from pacs.tiers.lifecycle import switch_and_purge
 
         if planned.get("dry_run"):
             return {"dry_run": True, "plan": planned}

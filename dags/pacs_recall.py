@@ -20,12 +20,9 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, dag
 
-from pacs.alerts import on_failure
-from pacs.assets import CATALOGUE
-from pacs.dagkit import POOL
-from pacs.runs import run_moment
+from pacs.dagkit import CATALOGUE, POOL, decision_date, default_args, task
 
 
 @dag(
@@ -35,7 +32,7 @@ from pacs.runs import run_moment
     catchup=False,
     doc_md=__doc__,
     tags=["pacs", "recall", "tiers"],
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "on_failure_callback": on_failure},
+    default_args=default_args(retries=2, retry_delay=timedelta(minutes=1)),
     params={
         "study_uids": Param([], type="array", items={"type": "string"}, description="StudyInstanceUIDs"),
         "patient_id": Param(None, type=["null", "string"], description="All studies of this patient"),
@@ -49,10 +46,10 @@ def pacs_recall() -> None:
     def recall(params: dict[str, Any] | None = None, logical_date: Any = None, dag_run: Any = None,
                run_id: str | None = None, outlet_events: Any = None) -> dict[str, Any]:
         from pacs.config import load_config
-        from pacs.lifecycle import recall as recall_studies
+        from pacs.tiers.recall import recall as recall_studies
 
         params = params or {}
-        when = run_moment(logical_date, getattr(dag_run, "run_after", None))
+        when = decision_date(logical_date, dag_run)
         pin = dt.date.fromisoformat(params["pin_until"]) if params.get("pin_until") else None
         summary = recall_studies(load_config(), study_uids=params.get("study_uids") or [],
                                  patient_id=params.get("patient_id"),

@@ -10,24 +10,20 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import posixpath
 import re
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import yaml
-from fsspec import AbstractFileSystem, filesystem
 from fsspec.utils import infer_storage_options
+
+from pacs.errors import ConfigError
+from pacs.store.location import Location
 
 DEFAULT_CONFIG = "config/pacs.yaml"
 SECRET_OPTION_KEYS = {"key", "secret", "token", "password", "aws_secret_access_key", "aws_access_key_id"}
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-class ConfigError(ValueError):
-    """The configuration file is missing, malformed, or names a bad value."""
 
 
 def _interpolate(value: Any, where: str) -> Any:
@@ -48,86 +44,6 @@ def _interpolate(value: Any, where: str) -> Any:
     if isinstance(value, list):
         return [_interpolate(v, f"{where}[{i}]") for i, v in enumerate(value)]
     return value
-
-
-@dataclass(frozen=True)
-class Location:
-    """A root in one of the archive's places: a local folder or an object-store prefix.
-
-    ``root`` is the filesystem-native path (no protocol) that every key is joined to; nothing
-    is ever read or written outside it.
-    """
-
-    name: str
-    url: str
-    storage_options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
-    conn_id: str | None = None
-
-    @property
-    def protocol(self) -> str:
-        proto = infer_storage_options(self.url).get("protocol", "file")
-        return "file" if proto in ("file", "local") else proto
-
-    @property
-    def is_local(self) -> bool:
-        return self.protocol == "file"
-
-    @property
-    def root(self) -> str:
-        if self.is_local:
-            return os.path.abspath(infer_storage_options(self.url)["path"])
-        path = infer_storage_options(self.url)["path"]
-        host = infer_storage_options(self.url).get("host", "")
-        full = f"{host}{path}" if host and not path.startswith(host) else path
-        return full.strip("/")
-
-    @cached_property
-    def fs(self) -> AbstractFileSystem:
-        """The fsspec filesystem for this location (credentials from conn_id or environment)."""
-        if self.conn_id and self.protocol == "s3":
-            from airflow.providers.amazon.aws.fs.s3 import get_fs
-
-            return get_fs(self.conn_id, self.storage_options or None)
-        if self.conn_id:
-            from airflow.sdk import ObjectStoragePath
-
-            return ObjectStoragePath(self.url, conn_id=self.conn_id).fs
-        return filesystem(self.protocol, **self.storage_options)
-
-    def path(self, key: str) -> str:
-        """The filesystem path of ``key`` (a relative posix key) under this root."""
-        clean = posixpath.normpath(key)
-        if clean.startswith(("/", "..")) or clean == ".":
-            raise ValueError(f"key {key!r} escapes the {self.name} root")
-        if self.is_local:
-            return os.path.join(self.root, *clean.split("/"))
-        return f"{self.root}/{clean}"
-
-    def key(self, path: str) -> str:
-        """The relative key of a filesystem path under this root."""
-        root = self.root.rstrip("/")
-        if not (path == root or path.startswith(root + "/")):
-            raise ValueError(f"{path!r} is outside the {self.name} root")
-        return path[len(root) + 1 :]
-
-    def contains(self, path: str) -> bool:
-        root = self.root.rstrip("/")
-        if self.is_local:
-            path = os.path.abspath(path)
-        return path.startswith(root + "/")
-
-    def uri(self, path: str) -> str:
-        """The URI recorded in the catalogue for a filesystem path of this location."""
-        if self.is_local:
-            return path
-        return f"{self.protocol}://{path}"
-
-    def path_of_uri(self, uri: str) -> str:
-        """Inverse of :meth:`uri`."""
-        if self.is_local:
-            return uri[len("file://") :] if uri.startswith("file://") else uri
-        prefix = f"{self.protocol}://"
-        return uri[len(prefix) :] if uri.startswith(prefix) else uri
 
 
 def _location(name: str, raw: Any, base: Path) -> Location:

@@ -47,8 +47,9 @@ from typing import Any
 from pydicom.data import get_testdata_files
 
 from pacs import synth
-from pacs.cli import _print_summary, summary
+from pacs.catalogue.checks import print_summary, summary
 from pacs.config import DEFAULT_CONFIG, Config, ConfigError, load_config
+from pacs.errors import DemoRefusal
 
 ROOT = Path(__file__).resolve().parents[2]
 VAR = ROOT / "var"
@@ -60,10 +61,6 @@ _END = re.compile(r"\[DAG TEST\] end task task_id=(\w+) map_index=(-?\d+)")
 
 def _step(text: str) -> None:
     print(f"==> {text}", flush=True)
-
-
-class DemoRefusal(Exception):
-    """The demo will not reset this configuration's archive; ``str()`` is the one-line reason."""
 
 
 def _is_default(cfg: Config, project: Path) -> bool:
@@ -300,7 +297,7 @@ def main(*, var: Path = VAR) -> int:
     if rc != 0:
         return rc
     _step("what the catalogue holds")
-    _print_summary(summary(cfg))
+    print_summary(summary(cfg))
     return 0
 
 

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 import yaml
 
-from pacs.catalogue import POOL
 from pacs.config import Config, load_config
-from pacs.policy import load_policy
+from pacs.dagkit import POOL
+from pacs.tiers.policy import load_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yaml"

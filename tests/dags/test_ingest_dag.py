@@ -20,7 +20,7 @@ from typing import Any
 
 import pydicom
 import pytest
-from conftest import query as _q
+from helpers import query as _q
 
 from pacs import synth
 
@@ -155,10 +155,10 @@ def test_pacs_ingest_end_to_end(ingest_env, tmp_path: Path, capfd: pytest.Captur
 KILLED_RUN = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {plugins!r})
-    import pacs.ingest
+    from pacs import intake
     def die(*a, **k):
         os.kill(os.getpid(), signal.SIGKILL)
-    pacs.ingest.merge_batches = die      # the merge task dies the moment it starts
+    intake.merge_batches = die      # the merge task dies the moment it starts
     from airflow.dag_processing.dagbag import DagBag
     DagBag(dag_folder={dags!r}).dags["pacs_ingest"].test()
 """)
@@ -214,7 +214,7 @@ def test_resubmit_param_sends_quarantined_files_back(ingest_env, tmp_path: Path)
 
 
 def test_s3_landing_through_moto(archive, airflow_db, s3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from conftest import s3fs_for
+    from helpers import s3fs_for
 
     fs = s3fs_for(s3)
     fs.mkdir("landing-bucket")

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import query as _q
+from helpers import query as _q
 
 from pacs import synth
-from pacs.ingest import run_ingest
+from pacs.intake import run_ingest
 
 ROOT = Path(__file__).resolve().parents[2]
 DAY = dt.datetime(2026, 6, 1, 3, 0, tzinfo=dt.UTC)
@@ -43,7 +43,7 @@ def _task_states(dr: Any) -> dict[str, str]:
 
 @pytest.fixture
 def tiered(archive, airflow_db, s3, monkeypatch: pytest.MonkeyPatch):
-    from conftest import s3fs_for
+    from helpers import s3fs_for
 
     s3fs_for(s3).mkdir("pacs-offline")
     cfg = archive(offline="s3://pacs-offline/archive", policy={"online_retention_years": 3})

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from pacs.config import ConfigError, load_config, parse_size
-from pacs.policy import PolicyError, load_policy, parse_policy
+from pacs.tiers.policy import PolicyError, load_policy, parse_policy
 
 
 def _write(tmp_path: Path, data: dict) -> Path:
@@ -130,7 +130,7 @@ def test_offline_credentials_from_an_airflow_connection(tmp_path: Path, s3, monk
     monkeypatch.setenv("AIRFLOW_CONN_AWS_PACS_TEST", json.dumps({
         "conn_type": "aws", "login": "testing", "password": "testing",
         "extra": {"endpoint_url": s3.endpoint, "region_name": "us-east-1"}}))
-    from conftest import s3fs_for
+    from helpers import s3fs_for
 
     s3fs_for(s3).mkdir("conn-bucket")
     cfg = load_config(_write(tmp_path, dict(BASE, offline={"url": "s3://conn-bucket/archive",

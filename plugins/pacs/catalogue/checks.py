@@ -1,0 +1,75 @@
+"""What the catalogue holds and whether it is consistent: ``pacs summary`` and ``pacs check``.
+
+:func:`summary` counts patients, studies, series, images, bytes, duplicates and quarantined
+files by reason (no patient data); :func:`check` runs the invariant queries of
+``include/sql/checks.sql`` (unique SOP instances, exact aggregates, ...) and returns what fails.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pacs.catalogue import sql
+from pacs.catalogue.db import opened
+
+
+def summary(cfg: Any) -> dict[str, Any]:
+    """Counts of what the catalogue holds (no patient data)."""
+    if not cfg.duckdb.exists():
+        return {"catalogue": str(cfg.duckdb), "empty": True}
+    with opened(cfg.duckdb, read_only=True) as con:
+        one = con.execute("""
+            SELECT (SELECT count(*) FROM patient), (SELECT count(*) FROM study), (SELECT count(*) FROM series),
+                   (SELECT count(*) FROM image), (SELECT coalesce(sum(size_bytes), 0) FROM image),
+                   (SELECT coalesce(sum(duplicates), 0) FROM ingest_batch),
+                   (SELECT coalesce(sum(files), 0) FROM ingest_batch)
+        """).fetchall()[0]
+        reasons = dict(con.sql(
+            "SELECT reason, count(*) FROM quarantine WHERE status = 'quarantined' GROUP BY reason ORDER BY reason"
+        ).fetchall())
+        tiers = dict(con.sql("SELECT tier, count(*) FROM image GROUP BY tier ORDER BY tier").fetchall())
+        modalities = dict(con.sql(
+            "SELECT modality, count(*) FROM image JOIN series USING (series_instance_uid) GROUP BY 1 ORDER BY 2 DESC"
+        ).fetchall())
+    keys = ("patients", "studies", "series", "images", "bytes", "duplicates", "files_received")
+    out: dict[str, Any] = dict(zip(keys, (int(v) for v in one), strict=True))
+    out.update(quarantined=reasons, images_by_tier=tiers, images_by_modality=modalities,
+               catalogue=str(cfg.duckdb), parquet=cfg.parquet.url, online=cfg.online.url,
+               quarantine_location=cfg.quarantine.url)
+    return out
+
+
+def print_summary(info: dict[str, Any]) -> None:
+    if info.get("empty"):
+        print(f"The catalogue {info['catalogue']} is empty.")
+        return
+    gb = info["bytes"] / 1e9
+    print("Catalogue")
+    print(f"  patients {info['patients']:,}   studies {info['studies']:,}   series {info['series']:,}   "
+          f"images {info['images']:,}   {gb:,.2f} GB")
+    print(f"  by modality: {', '.join(f'{k} {v:,}' for k, v in info['images_by_modality'].items())}")
+    print(f"  by tier: {', '.join(f'{k} {v:,}' for k, v in info['images_by_tier'].items())}")
+    print(f"  identical duplicates removed from landing: {info['duplicates']:,} "
+          f"(files received: {info['files_received']:,})")
+    total_q = sum(info["quarantined"].values())
+    print(f"Quarantined files: {total_q:,}" + (": " + ", ".join(f"{k} {v}" for k, v in info["quarantined"].items())
+                                               if total_q else ""))
+    print(f"  in {info['quarantine_location']}")
+    print(f"DuckDB catalogue: {info['catalogue']}")
+    print(f"Parquet snapshot: {info['parquet']}")
+    print("Try:")
+    print('  .venv/bin/pacs query "SELECT modality, count(*) AS images, round(sum(size_bytes) / 1e9, 2) AS gb '
+          'FROM image JOIN series USING (series_instance_uid) GROUP BY ALL ORDER BY images DESC"')
+    print("  or in any DuckDB, over the snapshot: SELECT study_year, count(*) AS studies FROM "
+          f"read_parquet('{info['parquet']}/study/*/*.parquet', hive_partitioning = true) GROUP BY ALL ORDER BY 1;")
+
+
+def check(cfg: Any) -> list[str]:
+    """Invariant checks of the catalogue; returns the problems found (empty when consistent)."""
+    problems: list[str] = []
+    with opened(cfg.duckdb, read_only=True) as con:
+        for name, query in sql.named_queries("checks").items():
+            n = con.execute(query).fetchall()[0][0]
+            if n:
+                problems.append(f"{name}: {n}")
+    return problems

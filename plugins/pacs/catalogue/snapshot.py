@@ -1,0 +1,207 @@
+"""The Parquet snapshot analysts read: written after every catalogue change, read consistently.
+
+**Write.** :func:`refresh_snapshot` rewrites only the partitions whose stamp changed
+(``<table>/study_year=<YYYY>/data.parquet`` for study, series and image, ``<table>/data.parquet``
+for the small tables), each published atomically, then the manifest ``_snapshot.json`` last.
+
+**Read.** :func:`with_snapshot` runs a piece of work on an in-memory DuckDB whose catalogue
+tables are views over exactly the files one manifest lists, and runs it again if a refresh
+changed the snapshot meanwhile: a result is always one refresh's consistent state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pacs import store
+from pacs.catalogue import db, sql
+from pacs.errors import QueryError, SnapshotBusyError
+from pacs.store import Location
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+TABLES = ("patient", "study", "series", "image", "quarantine", "ingest_batch")
+"""The catalogue tables the snapshot holds."""
+_TABLE_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+SNAPSHOT_MANIFEST = "_snapshot.json"
+
+
+def _write_parquet(loc: Location, key: str, reader: pa.RecordBatchReader) -> int:
+    """Stream a query result into one Parquet file, published atomically."""
+    rows = 0
+    with store.writer(loc, loc.path(key)) as f, pq.ParquetWriter(f, reader.schema, compression="zstd") as writer:
+        for batch in reader:
+            writer.write_batch(batch)
+            rows += batch.num_rows
+    return rows
+
+
+def write_query(con: duckdb.DuckDBPyConnection, loc: Location, key: str, query: str,
+                params: dict[str, Any] | None = None, batch_rows: int = 100_000) -> int:
+    """Stream a query's result into one Parquet file at ``key`` of ``loc``; returns the row count."""
+    reader = con.sql(query, params=sql.params_for(query, params or {})).to_arrow_reader(batch_rows)
+    return _write_parquet(loc, key, reader)
+
+
+def refresh_snapshot(con: duckdb.DuckDBPyConnection, loc: Location, *, force: bool = False) -> dict[str, Any]:
+    """Refresh the hive-partitioned Parquet snapshot; only changed partitions are rewritten.
+
+    Layout: ``<table>/study_year=<YYYY>/data.parquet`` for study, series and image
+    (``study_year=0`` when a study has no date), ``<table>/data.parquet`` for the small tables.
+    Each file is replaced atomically, so a reader sees the old or the new partition, never half.
+    """
+    manifest_path = loc.path(SNAPSHOT_MANIFEST)
+    previous: dict[str, Any] = {}
+    if not force:
+        try:
+            with loc.fs.open(manifest_path, "rb") as f:
+                previous = json.load(f)
+        except (FileNotFoundError, json.JSONDecodeError):
+            previous = {}
+    prev_parts: dict[str, Any] = previous.get("partitions", {})
+    parts: dict[str, Any] = {}
+    written = 0
+    db.run(con, "snapshot_prepare")
+    stamps = con.execute("SELECT part, rows, stamp FROM snapshot_stamps ORDER BY part").fetchall()
+    for part, nrows, stamp in stamps:
+        stamp_s = stamp.isoformat() if stamp is not None else None
+        parts[part] = {"rows": int(nrows), "stamp": stamp_s}
+        if prev_parts.get(part) == parts[part] and store.exists(loc, loc.path(f"{part}/data.parquet")):
+            continue
+        table, _, year = part.partition("/study_year=")
+        query = sql.load(f"snapshot_{table}")
+        params = {"year": int(year)} if year else {}
+        write_query(con, loc, f"{part}/data.parquet", query, params, batch_rows=200_000)
+        written += 1
+    # Partitions that no longer exist (e.g. a study's date was filled in) are removed.
+    for part in set(prev_parts) - set(parts):
+        store.remove(loc, loc.path(f"{part}/data.parquet"))
+    manifest = {"partitions": parts, "written": written}
+    store.put(loc, manifest_path, json.dumps(manifest, indent=1, sort_keys=True).encode())
+    return {"partitions": len(parts), "rewritten": written, "location": loc.url}
+
+
+
+@dataclass(frozen=True)
+class SnapshotState:
+    """One refresh of the snapshot: its manifest and the files it lists."""
+
+    manifest: bytes
+    modified: float
+    partitions: tuple[str, ...]
+
+    def files(self, table: str) -> list[str]:
+        return [f"{p}/data.parquet" for p in self.partitions if p == table or p.startswith(f"{table}/")]
+
+
+def _modified(info: dict[str, Any]) -> float:
+    value = info.get("mtime", info.get("LastModified", info.get("last_modified", info.get("created"))))
+    if value is None:
+        return 0.0
+    if hasattr(value, "timestamp"):
+        return float(value.timestamp())
+    return float(value)
+
+
+def snapshot_state(loc: Location) -> SnapshotState | None:
+    """The snapshot's current manifest (None when no snapshot was ever written)."""
+    path = loc.path(SNAPSHOT_MANIFEST)
+    try:
+        info = loc.fs.info(path)
+        with loc.fs.open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    parts = tuple(sorted(json.loads(data).get("partitions", {})))
+    return SnapshotState(manifest=data, modified=_modified(info), partitions=parts)
+
+
+def _still_current(loc: Location, state: SnapshotState) -> bool:
+    """Whether ``state`` is still the snapshot: same manifest, and no listed file written after it."""
+    now = snapshot_state(loc)
+    if now is None or now.manifest != state.manifest:
+        return False
+    for part in state.partitions:
+        try:
+            if _modified(loc.fs.info(loc.path(f"{part}/data.parquet"))) > now.modified:
+                return False
+        except FileNotFoundError:
+            return False
+    return True
+
+
+def _create_empty_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """The catalogue's tables, empty: what a table with no snapshot file reads as."""
+    db.run(con, "schema")
+
+
+def open_snapshot(loc: Location, state: SnapshotState | None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB whose catalogue tables are views over the files of ``state`` in ``loc``."""
+    con = duckdb.connect()
+    # Views are bound again by every view built on them: read each file's footer once.
+    con.execute("SET parquet_metadata_cache = true")
+    store.register_filesystem(con, loc)
+    _create_empty_tables(con)
+    tables = set(TABLES) | {p.split("/", 1)[0] for p in (state.partitions if state else ())}
+    for table in sorted(tables):
+        files = state.files(table) if state else []
+        if not files:
+            continue
+        if not _TABLE_NAME.fullmatch(table):
+            raise QueryError(f"snapshot manifest names a bad table {table!r}")
+        paths = [loc.uri(loc.path(f)) for f in files]
+        # An identifier checked against _TABLE_NAME, not a value: replace the empty table by the view.
+        con.execute(f'DROP TABLE IF EXISTS "{table}"')
+        rel = con.read_parquet(paths, hive_partitioning="/study_year=" in paths[0], union_by_name=True)
+        rel.create_view(table)
+    return con
+
+
+def with_snapshot(loc: Location, work: Callable[[duckdb.DuckDBPyConnection], T], *, wait: float = 120.0) -> T:
+    """Run ``work`` on one consistent snapshot in ``loc``, again if a refresh changed it meanwhile."""
+    deadline = time.monotonic() + wait
+    delay = 0.1
+    attempt = 0
+    while True:
+        attempt += 1
+        state = snapshot_state(loc)
+        if state is None:
+            log.warning("no Parquet snapshot at %s yet: the catalogue reads as empty", loc.url)
+        con = open_snapshot(loc, state)
+        error: Exception | None = None
+        try:
+            result = work(con)
+        except (duckdb.Error, OSError) as exc:  # a file replaced or removed under the query
+            error = exc
+        finally:
+            con.close()
+        if state is None or _still_current(loc, state):
+            if error is not None:
+                raise error
+            return result
+        if time.monotonic() > deadline:
+            raise SnapshotBusyError(f"the Parquet snapshot at {loc.url} kept changing for {wait:.0f}s "
+                                    "(a refresh is under way); try again, or use --live")
+        log.info("snapshot changed during the query (attempt %d); running it again", attempt)
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
+def refresh(cfg: Any) -> dict[str, Any]:
+    """Refresh ``cfg``'s snapshot from its catalogue (the writer's connection: run in the writer's pool)."""
+    with db.opened(cfg.duckdb) as con:
+        return refresh_snapshot(con, cfg.parquet)

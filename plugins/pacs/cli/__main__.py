@@ -1,0 +1,5 @@
+"""``python -m pacs.cli``: the ``pacs`` command."""
+
+from pacs.cli import main
+
+raise SystemExit(main())

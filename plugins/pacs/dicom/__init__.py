@@ -1,0 +1,20 @@
+"""DICOM: the catalogue's header columns, the header reader, validation and tier paths.
+
+- :mod:`pacs.dicom.columns`     the one column table (keyword, column, kind, Arrow type)
+- :mod:`pacs.dicom.header`      header reading with pydicom (header only, never pixel data)
+- :mod:`pacs.dicom.validation`  reason codes and the rules that produce them
+- :mod:`pacs.dicom.layout`      deterministic tier paths built from validated UIDs only
+"""
+
+from pacs.dicom.header import (
+    HeaderError,
+    InvalidValueError,
+    NotDicomError,
+    UnreadableError,
+    parse_header,
+    read_header,
+    read_header_bytes,
+)
+
+__all__ = ["HeaderError", "InvalidValueError", "NotDicomError", "UnreadableError", "parse_header",
+           "read_header", "read_header_bytes"]

@@ -1,0 +1,80 @@
+"""The catalogue's header columns: one table from which everything else follows.
+
+Each :class:`Column` names a DICOM keyword, its snake_case catalogue column, how the header
+reader coerces it (``kind``) and its Arrow type. The header reader's field map
+(:data:`HEADER_FIELDS`), the staged rows' header schema (:data:`HEADER_SCHEMA`) and the list
+of columns a header yields (:data:`HEADER_COLUMNS`) are derived from :data:`COLUMNS`, so a
+column is added in one place.
+
+Kinds: ``str`` (text, stripped), ``pn`` (a person name, as text), ``int`` (an integer;
+non-integers are ``invalid_value`` unless the column is lenient) and ``raw`` (UIDs and dates,
+kept as text and validated by :mod:`pacs.dicom.validation`).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import pyarrow as pa
+
+
+class Column(NamedTuple):
+    keyword: str
+    name: str
+    kind: str
+    arrow: pa.DataType
+
+
+_S, _D, _I = pa.string(), pa.date32(), pa.int32()
+
+COLUMNS: tuple[Column, ...] = (
+    Column("PatientID", "patient_id", "str", _S),
+    Column("IssuerOfPatientID", "issuer_of_patient_id", "str", _S),
+    Column("PatientName", "patient_name", "pn", _S),
+    Column("PatientBirthDate", "patient_birth_date", "raw", _D),
+    Column("PatientSex", "patient_sex", "str", _S),
+    Column("PatientAge", "patient_age", "str", _S),
+    Column("StudyInstanceUID", "study_instance_uid", "raw", _S),
+    Column("StudyDate", "study_date", "raw", _D),
+    Column("StudyTime", "study_time", "str", _S),
+    Column("AccessionNumber", "accession_number", "str", _S),
+    Column("StudyID", "study_id", "str", _S),
+    Column("StudyDescription", "study_description", "str", _S),
+    Column("ReferringPhysicianName", "referring_physician_name", "pn", _S),
+    Column("InstitutionName", "institution_name", "str", _S),
+    Column("SeriesInstanceUID", "series_instance_uid", "raw", _S),
+    Column("Modality", "modality", "str", _S),
+    Column("SeriesNumber", "series_number", "int", _I),
+    Column("SeriesDescription", "series_description", "str", _S),
+    Column("SeriesDate", "series_date", "raw", _D),
+    Column("BodyPartExamined", "body_part_examined", "str", _S),
+    Column("Manufacturer", "manufacturer", "str", _S),
+    Column("ManufacturerModelName", "manufacturer_model_name", "str", _S),
+    Column("StationName", "station_name", "str", _S),
+    Column("SOPInstanceUID", "sop_instance_uid", "raw", _S),
+    Column("SOPClassUID", "sop_class_uid", "raw", _S),
+    Column("InstanceNumber", "instance_number", "int", _I),
+    Column("ContentDate", "content_date", "raw", _D),
+    Column("Rows", "rows", "int", _I),
+    Column("Columns", "columns", "int", _I),
+    Column("NumberOfFrames", "number_of_frames", "int", _I),
+    Column("BitsAllocated", "bits_allocated", "int", _I),
+)
+
+HEADER_FIELDS: dict[str, tuple[str, str]] = {c.keyword: (c.name, c.kind) for c in COLUMNS}
+"""keyword -> (column, kind), for the header reader."""
+
+HEADER_SCHEMA: list[tuple[str, pa.DataType]] = [*((c.name, c.arrow) for c in COLUMNS),
+                                                ("transfer_syntax_uid", _S)]
+"""The header columns a staged row carries, with their Arrow types."""
+
+STAGED_HEADER_COLUMNS: tuple[str, ...] = tuple(name for name, _ in HEADER_SCHEMA)
+
+HEADER_COLUMNS: tuple[str, ...] = (*STAGED_HEADER_COLUMNS, "has_pixel_data")
+"""Every key a parsed header has."""
+
+LENIENT_INT_COLUMNS = frozenset({"series_number", "instance_number", "number_of_frames"})
+"""Optional integer columns: a value that is not an integer at all is catalogued as None."""
+
+PHI_KEYWORDS = frozenset({"PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "AccessionNumber"})
+"""Keywords whose values never appear in a detail (nor does any PN element's)."""

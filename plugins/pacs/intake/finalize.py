@@ -1,0 +1,101 @@
+"""Finalize: remove landing files whose outcome is committed, and copies the merge did not keep.
+
+A landing file is deleted only after its batch is merged and only while it is still the file
+the sweep saw; a copy of ours is deleted only while the catalogue does not refer to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from typing import Any
+
+from pacs import catalogue, journal, store
+from pacs.config import Config
+from pacs.intake.staged import Status
+from pacs.store import Location
+
+log = logging.getLogger(__name__)
+
+
+def _unchanged(loc: Location, path: str, size: int, mtime_ns: int) -> bool:
+    """Whether a landing file is still the one the sweep saw (else it is left for the next sweep)."""
+    if loc.is_local:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return False
+        if os.path.islink(path):
+            return st.st_mtime_ns <= mtime_ns
+        return st.st_size == size and st.st_mtime_ns == mtime_ns
+    try:
+        info = loc.fs.info(path)
+    except FileNotFoundError:
+        return False
+    return int(info.get("size") or 0) == size
+
+
+def _referenced(con: Any, uri: str) -> bool:
+    rows = con.execute("SELECT count(*) FROM image WHERE online_uri = $u", {"u": uri}).fetchall()
+    return bool(rows[0][0])
+
+
+def finalize_batch(cfg: Config, batch_id: str, con: Any = None) -> dict[str, Any]:
+    """Delete the landing files of a merged batch, and our own copies the merge did not keep.
+
+    A copy is deleted only if the catalogue (``con``, the writer's connection) still does not
+    refer to its path: a recall may have adopted it since the merge.
+    """
+    with journal.lease(cfg.work, batch_id) as held:
+        if not held:
+            return {"batch_id": batch_id, "state": "owned by another run"}
+        return _finalize_owned(cfg, batch_id, con)
+
+
+def _finalize_owned(cfg: Config, batch_id: str, con: Any) -> dict[str, Any]:
+    work = cfg.work
+    if journal.has(work, batch_id, journal.DONE):
+        return journal.read_json(work, batch_id, journal.DONE)
+    if not journal.has(work, batch_id, journal.MERGED):
+        return {"batch_id": batch_id, "state": "not merged"}
+    outcomes = journal.read_table(work, batch_id, journal.OUTCOME).to_pylist()
+    landing_of = {f["row"]: f["landing"] for f in journal.iter_manifest_files(work, batch_id)}
+    removed = kept = dropped = not_permitted = 0
+    for r in outcomes:
+        if r["outcome"] == Status.DEFERRED:
+            kept += 1
+            continue
+        loc = cfg.landing[landing_of[r["row_no"]]]
+        if _unchanged(loc, r["source_path"], r["source_size"], r["source_mtime_ns"]):
+            try:
+                store.remove(loc, r["source_path"])
+                removed += 1
+            except PermissionError:  # e.g. another user's file in a sticky landing folder
+                not_permitted += 1
+        if r.get("delete_dst") and not (con is not None and _referenced(con, r["dst_uri"])) \
+                and store.remove(cfg.online, cfg.online.path_of_uri(r["dst_uri"])):
+            dropped += 1
+    if not_permitted:
+        log.warning("batch %s: %d landing file(s) are stored and catalogued but could not be removed from landing "
+                    "(not permitted): give the ingest user the right to delete in the landing folders",
+                    batch_id, not_permitted)
+    info = {"batch_id": batch_id, "landing_removed": removed, "left_in_landing": kept,
+            "uncatalogued_copies_removed": dropped, "landing_not_removable": not_permitted}
+    journal.mark(work, batch_id, journal.DONE, info)
+    return info
+
+
+def finalize_batches(cfg: Config, batch_ids: list[str]) -> dict[str, int]:
+    """Finalize merged batches (runs in the catalogue writer's pool: it checks the catalogue)."""
+    totals: Counter[str] = Counter()
+    pending = [b for b in batch_ids if not journal.has(cfg.work, b, journal.DONE)]
+    if not pending:
+        return {}
+    with catalogue.opened(cfg.duckdb) as con:
+        infos = [finalize_batch(cfg, b, con) for b in pending]
+    for info in infos:
+        for k in ("landing_removed", "left_in_landing", "uncatalogued_copies_removed", "landing_not_removable"):
+            totals[k] += int(info.get(k, 0))
+    log.info("finalize: %s", dict(totals))
+    return dict(totals)

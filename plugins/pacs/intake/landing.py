@@ -1,0 +1,263 @@
+"""The landing folders and the sweep: claim settled files into batch manifests (first step of ``pacs_ingest``).
+
+The sweep lists every landing location, takes files unchanged for ``settle_seconds`` that no
+open batch owns, and writes batch manifests to the journal (streaming: bounded memory for any
+backlog). Open batches of earlier, interrupted runs are resumed first; a batch whose lease is
+held belongs to a running step of another run and is left to it. Links are never followed
+out of a landing root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pacs import journal, store
+from pacs.config import Config
+from pacs.intake.quarantine import RESUBMIT_FOLDER
+from pacs.store import Location
+
+log = logging.getLogger(__name__)
+
+JOURNAL_RETENTION = dt.timedelta(days=7)
+
+
+def _walk_local(loc: Location, cfg: Config) -> Iterator[dict[str, Any]]:
+    """Regular files and links under a local landing root; links are never followed out of it."""
+    root = os.path.realpath(loc.root)
+    stack = [loc.root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except PermissionError:
+            log.warning("landing folder not readable; skipped (batch files elsewhere continue)")
+            continue
+        for entry in sorted(entries, key=lambda e: e.name):
+            if cfg.ingest.ignored(entry.name) or entry.name.startswith(store.TMP_MARK):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if entry.is_symlink():
+                target = os.path.realpath(entry.path)
+                inside = target == root or target.startswith(root + os.sep)
+                if inside and os.path.isdir(target):
+                    continue  # its content is swept through its real path
+                if inside and os.path.isfile(target):
+                    tst = os.stat(entry.path)
+                    yield {"path": entry.path, "size": tst.st_size, "mtime_ns": max(st.st_mtime_ns, tst.st_mtime_ns),
+                           "link": "inside"}
+                    continue
+                detail = ("link points outside its landing root" if not inside and os.path.exists(target)
+                          else "link target does not exist" if not os.path.exists(target)
+                          else "link points to something that is not a regular file")
+                yield {"path": entry.path, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "link": "unsafe",
+                       "detail": detail}
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+            elif entry.is_file(follow_symlinks=False):
+                yield {"path": entry.path, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "link": None}
+            # sockets, FIFOs and devices are not files a modality sends; they are left alone
+
+
+def _walk_object(loc: Location, cfg: Config) -> Iterator[dict[str, Any]]:
+    fs = loc.fs
+    if not fs.exists(loc.root):
+        return
+    for path, info in sorted(fs.find(loc.root, detail=True).items()):
+        name = path.rsplit("/", 1)[-1]
+        if info.get("type") != "file" or cfg.ingest.ignored(name):
+            continue
+        modified = info.get("LastModified") or info.get("mtime") or info.get("last_modified")
+        if isinstance(modified, dt.datetime):
+            mtime_ns = int(modified.timestamp() * 1e9)
+        elif modified is not None:
+            mtime_ns = int(float(modified) * 1e9)
+        else:
+            mtime_ns = 0
+        yield {"path": path, "size": int(info.get("size") or 0), "mtime_ns": mtime_ns, "link": None}
+
+
+def walk_landing(loc: Location, cfg: Config) -> Iterator[dict[str, Any]]:
+    return _walk_local(loc, cfg) if loc.is_local else _walk_object(loc, cfg)
+
+
+@contextlib.contextmanager
+def sweep_lock(work: Location, timeout: float = 600.0) -> Iterator[None]:
+    """One sweep at a time (a DAG run and a ``pacs ingest`` must not claim the same file twice).
+
+    A blocking ``flock`` on a local ``work`` folder; a lease (see :mod:`pacs.journal`) on
+    object storage, waited for.
+    """
+    if work.is_local:
+        os.makedirs(work.path(journal.PREFIX), exist_ok=True)
+        with open(work.path(f"{journal.PREFIX}/.sweep.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        with journal.lease(work, "sweep", prefix="locks") as held:
+            if held:
+                yield
+                return
+        if time.monotonic() > deadline:
+            raise store.TierError(0, f"another sweep has held the journal at {work.url} for {timeout:.0f}s; "
+                                       "re-run once it has finished")
+        time.sleep(1.0)
+
+
+SEEN = ".seen.json"
+LAST_SWEEP = ".last-sweep.json"
+
+
+@dataclass
+class SweepStats:
+    """What one sweep saw (counts only)."""
+
+    taken: int = 0
+    batches: int = 0
+    resumed: int = 0
+    owned_elsewhere: int = 0
+    waiting: int = 0
+    future_dated: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+def _read_json(work: Location, name: str) -> dict[str, Any]:
+    """A sweep's own file in the ingest journal (``{}`` when there is none yet)."""
+    try:
+        with work.fs.open(work.path(f"{journal.PREFIX}/{name}"), "rb") as f:
+            return json.load(f)
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def _write_json(work: Location, name: str, obj: Any) -> None:
+    journal.put(work, work.path(f"{journal.PREFIX}/{name}"), json.dumps(obj).encode())
+
+
+def last_sweep(cfg: Config) -> dict[str, int]:
+    """The counts of the most recent sweep (waiting and future-dated files included)."""
+    return _read_json(cfg.work, LAST_SWEEP)
+
+
+class _Settling:
+    """Settling by observation: a file is taken once the sweeper itself has seen its size and
+    mtime unchanged for ``settle_seconds`` (remembered between sweeps in the journal), or at
+    once when its mtime is already that old by the sweeper's clock. A file whose mtime is
+    recent or lies in the future (clock skew between the sender's host and the archive's,
+    common on NFS) is therefore taken ``settle_seconds`` after it stopped changing, whatever
+    its mtime says; the sweep reports how many files wait and how many carry future times.
+    """
+
+    def __init__(self, work: Location, settle_seconds: int) -> None:
+        self.settle_ns = settle_seconds * 1_000_000_000
+        self.now_ns = time.time_ns()
+        self.seen = _read_json(work, SEEN) if self.settle_ns else {}
+        self.still: dict[str, list[int]] = {}
+        self.waiting = self.future = 0
+
+    def settled(self, uri: str, size: int, mtime_ns: int) -> bool:
+        if not self.settle_ns:
+            return True
+        future = mtime_ns > self.now_ns
+        prev = self.seen.get(uri)
+        changed = prev is not None and (prev[0], prev[1]) != (size, mtime_ns)
+        first = prev[2] if prev is not None and not changed else self.now_ns
+        old_by_clock = not future and self.now_ns - mtime_ns >= self.settle_ns
+        if old_by_clock or (not changed and self.now_ns - first >= self.settle_ns):
+            return True
+        self.still[uri] = [size, mtime_ns, first]
+        self.waiting += 1
+        self.future += future
+        return False
+
+
+def sweep(cfg: Config, *, run_id: str = "manual", now: dt.datetime | None = None,
+          limit: int | None = None) -> list[str]:
+    """Write manifests for new settled files; return open batches to resume plus the new ones."""
+    with sweep_lock(cfg.work):
+        ids, _stats = sweep_files(cfg, run_id=run_id, now=now, limit=limit)
+    return ids
+
+
+def sweep_files(cfg: Config, *, run_id: str, now: dt.datetime | None, limit: int | None
+           ) -> tuple[list[str], SweepStats]:
+    now = now or dt.datetime.now(dt.UTC)
+    work = cfg.work
+    stats = SweepStats()
+    open_ids = journal.open_batches(work)
+    # A batch whose lease is held belongs to a running step of another run: not ours to resume.
+    resumed = [b for b in open_ids if not journal.is_leased(work, b)]
+    stats.resumed, stats.owned_elsewhere = len(resumed), len(open_ids) - len(resumed)
+    claimed = journal.claimed_sources(work, open_ids)
+    journal.prune_done(work, JOURNAL_RETENTION, now)
+    limit = limit or cfg.ingest.max_files_per_run
+    settling = _Settling(work, cfg.settle_seconds)
+    token_ids = iter(journal.new_batch_ids(limit // cfg.ingest.batch_size + 2, now))
+    new_ids: list[str] = []
+    current: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        if not current:
+            return
+        batch_id = next(token_ids)
+        for i, f in enumerate(current):
+            f["row"] = i
+        journal.write_json(work, batch_id, journal.MANIFEST, {
+            "batch_id": batch_id, "run_id": run_id, "created_at": now.isoformat(), "files": current,
+        })
+        new_ids.append(batch_id)
+        current.clear()
+
+    # Re-submitted files are published atomically by pacs itself: no need to wait for them.
+    resubmitted = cfg.landing[0].path(RESUBMIT_FOLDER) + ("/" if not cfg.landing[0].is_local else os.sep)
+    for index, loc in enumerate(cfg.landing):
+        for f in walk_landing(loc, cfg):
+            uri = loc.uri(f["path"])
+            if uri in claimed:
+                continue
+            ours = index == 0 and f["path"].startswith(resubmitted)
+            if not ours and not settling.settled(uri, f["size"], f["mtime_ns"]):
+                continue
+            f["uri"] = uri
+            f["landing"] = index
+            current.append(f)
+            stats.taken += 1
+            if len(current) >= cfg.ingest.batch_size:
+                flush()
+            if stats.taken >= limit:
+                break
+        if stats.taken >= limit:
+            break
+    flush()
+    stats.batches, stats.waiting, stats.future_dated = len(new_ids), settling.waiting, settling.future
+    if settling.settle_ns:
+        _write_json(work, SEEN, settling.still)
+    _write_json(work, LAST_SWEEP, stats.as_dict())
+    log.info("sweep: %d new file(s) in %d batch(es), %d open batch(es) resumed, %d left to the runs working "
+             "on them, %d file(s) waiting to settle (%d with a modification time in the future)",
+             stats.taken, stats.batches, stats.resumed, stats.owned_elsewhere, stats.waiting, stats.future_dated)
+    if stats.future_dated:
+        log.warning("%d landing file(s) carry a modification time in the future (clock skew?); they are taken "
+                    "once unchanged for %ds as seen by this sweeper", stats.future_dated, cfg.settle_seconds)
+    return resumed + new_ids, stats

@@ -1,0 +1,96 @@
+"""Merge: the catalogue's single writer takes processed batches in (pool ``pacs_catalogue``).
+
+The merge owns its order: it reads the batches' stored rows from the journal, lets the
+catalogue decide duplicates and catalogue-level rejects, places what the decisions require
+(late rejects into quarantine, first-received files where a later copy had landed), writes
+each batch's outcomes to the journal and applies everything in one transaction. A batch is
+marked ``merged`` only after COMMIT; a merge killed before it is redone whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pacs import catalogue, journal, store
+from pacs.config import Config
+from pacs.intake.quarantine import late_quarantine
+
+log = logging.getLogger(__name__)
+
+
+def _place_winners(cfg: Config, rows: pa.Table) -> None:
+    """Put first-received files where a later file of the same SOP instance had landed first."""
+    for r in rows.to_pylist():
+        dst = cfg.online.path_of_uri(r["dst_uri"])
+        if store.holds(cfg.online, dst, r["sha256"]):
+            continue  # placed by an interrupted attempt
+        src_loc = cfg.landing[r["landing"]]
+        written = store.copy_stream(src_loc.fs, r["source_path"], cfg.online, dst, fsync=cfg.ingest.fsync,
+                                    overwrite=True, tag=r["batch_id"])
+        if written.sha256 != r["sha256"]:
+            raise store.StorageError(f"batch {r['batch_id']} row {r['row_no']}: landing file changed")
+
+
+def merge_group(cfg: Config, con: Any, staged: pa.Table, *, run_id: str, now: dt.datetime
+                ) -> catalogue.MergeResult:
+    """Merge one group of stored rows in one transaction: decide, place, apply, journal, COMMIT.
+
+    Everything the decisions require is placed and every file's outcome is in the journal
+    before COMMIT; the batches are marked ``merged`` only after it.
+    """
+    ids = sorted(set(staged.column("batch_id").to_pylist()))
+    with catalogue.transaction(con):
+        decided = catalogue.merge.decide(con, staged)
+        if decided.late.num_rows:
+            catalogue.merge.record_quarantined(con, late_quarantine(cfg, decided.late))
+        if decided.winners.num_rows:
+            _place_winners(cfg, decided.winners)
+            catalogue.merge.record_winners_placed(con)
+        outcomes, result = catalogue.merge.apply(con, decided, run_id=run_id, now=now)
+        for b in ids:
+            journal.write_table(cfg.work, b, journal.OUTCOME, outcomes.filter(pc.equal(outcomes.column("batch_id"), b)))
+    for b in ids:
+        journal.mark(cfg.work, b, journal.MERGED, result.batches.get(b, {}))
+    return result
+
+
+def merge_batches(cfg: Config, batch_ids: list[str], *, run_id: str = "manual",
+                  now: dt.datetime | None = None) -> dict[str, Any]:
+    """Merge processed batches into the catalogue (the single writer). Idempotent."""
+    work = cfg.work
+    now = now or dt.datetime.now(dt.UTC)
+    ready = [b for b in batch_ids if journal.has(work, b, journal.STORED)]
+    not_ready = sorted(set(batch_ids) - set(ready))
+    if not_ready:
+        log.warning("%d batch(es) not processed yet; they stay open for the next run", len(not_ready))
+    total = catalogue.MergeResult()
+    with catalogue.opened(cfg.duckdb) as con:
+        done = catalogue.merged_batches(con, ready)
+        for b in done:  # committed by an interrupted attempt: only the marker is missing
+            if not journal.has(work, b, journal.MERGED):
+                journal.mark(work, b, journal.MERGED, catalogue.outcomes_from_catalogue(con, b))
+        group: list[pa.Table] = []
+        rows = 0
+        with contextlib.ExitStack() as leases:
+            for b in (b for b in ready if b not in done):
+                if not leases.enter_context(journal.lease(work, b)):
+                    journal.left_to_owner(b)
+                    continue
+                if journal.has(work, b, journal.MERGED):  # merged by another run meanwhile
+                    continue
+                group.append(journal.read_table(work, b, journal.STORED))
+                rows += group[-1].num_rows
+                if rows >= cfg.ingest.merge_chunk_rows:
+                    total.add(merge_group(cfg, con, pa.concat_tables(group), run_id=run_id, now=now))
+                    group, rows = [], 0
+            if group:
+                total.add(merge_group(cfg, con, pa.concat_tables(group), run_id=run_id, now=now))
+    summary = total.as_dict()
+    log.info("merge: %s", summary)
+    return summary
