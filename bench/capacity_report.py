@@ -35,7 +35,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
 
-from pacs import catalogue, sql  # noqa: E402
+from pacs import catalogue  # noqa: E402
+from pacs.catalogue import sql  # noqa: E402
 
 FIRST_DAY = dt.date(2016, 1, 1)
 REPORT_DATE = dt.date(2026, 1, 1)
@@ -45,9 +46,9 @@ CHILD = textwrap.dedent("""
     import datetime as dt, json, resource, sys, time
     t0 = time.perf_counter()
     sys.path.insert(0, {plugins!r})
-    from pacs import capacity
+    from pacs.reports import capacity
     from pacs.config import load_config
-    from pacs.policy import load_policy
+    from pacs.tiers.policy import load_policy
     t1 = time.perf_counter()
     cfg = load_config({config!r})
     settings, policy = capacity.load_settings(cfg), load_policy(cfg)

@@ -48,8 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     rss_before = common.psutil.Process().memory_info().rss
     with common.RssSampler(os.getpid()) as sampler:
         t0 = time.perf_counter()
-        result = catalogue.merge(con, staged, run_id="bench", now=merge_rate.NOW,
-                                 quarantine_late_rejects=merge_rate._no_late, write_outcomes=lambda t: None)
+        result = merge_rate.catalogue_merge(con, staged)
         elapsed = time.perf_counter() - t0
     rss_after = common.psutil.Process().memory_info().rss
     duck = con.execute("SELECT tag, memory_usage_bytes FROM duckdb_memory() WHERE memory_usage_bytes > 0 "

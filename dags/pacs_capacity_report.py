@@ -28,10 +28,9 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag
 
-from pacs.assets import CATALOGUE, REPORT
-from pacs.dagkit import POOL
+from pacs.dagkit import CATALOGUE, POOL, REPORT, default_args, task
 
 
 @dag(
@@ -45,19 +44,14 @@ from pacs.dagkit import POOL
     max_active_runs=1,
     doc_md=__doc__,
     tags=["pacs", "capacity", "reports"],
-    default_args={
-        "retries": 3,
-        "retry_delay": timedelta(seconds=30),
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": timedelta(minutes=10),
-    },
+    default_args=default_args(retries=3, retry_delay=timedelta(seconds=30)),
 )
 def pacs_capacity_report() -> None:
     @task(pool=POOL)
     def extract(logical_date: Any = None, dag_run: Any = None) -> dict[str, str]:
-        from pacs.capacity import extract as extract_catalogue
-        from pacs.capacity import run_as_of
         from pacs.config import load_config
+        from pacs.reports.capacity import extract as extract_catalogue
+        from pacs.reports.capacity import run_as_of
 
         cfg = load_config()
         as_of = run_as_of(logical_date, getattr(dag_run, "run_after", None))
@@ -67,8 +61,8 @@ def pacs_capacity_report() -> None:
 
     @task(outlets=[REPORT])
     def report(extracted: dict[str, str], outlet_events: Any = None) -> dict[str, Any]:
-        from pacs.capacity import Extract, build_report, key_figures, write_report
         from pacs.config import load_config
+        from pacs.reports.capacity import Extract, build_report, key_figures, write_report
 
         cfg = load_config()
         ex = Extract.load(cfg.work, extracted["prefix"])

@@ -42,11 +42,9 @@ def on_failure(context: dict[str, Any]) -> None:
         reports = load_config().reports
         name = re.sub(r"[^0-9A-Za-z_.-]", "_", f"{alert['dag_id']}.{alert['task_id']}.{alert['run_id']}") + ".json"
         key = f"alerts/{alert['at'][:10]}/{name}"
-        path = reports.path(key)
-        if reports.is_local:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-        with reports.fs.open(path, "wb") as f:
-            f.write(json.dumps(alert, indent=1).encode())
+        from pacs import store
+
+        store.put(reports, reports.path(key), json.dumps(alert, indent=1).encode())
     except Exception:
         log.exception("could not record the alert")
     url = os.environ.get("PACS_ALERT_WEBHOOK")

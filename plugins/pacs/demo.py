@@ -46,7 +46,7 @@ from typing import Any
 
 from pydicom.data import get_testdata_files
 
-from pacs import synth
+from pacs import store, synth
 from pacs.catalogue.checks import print_summary, summary
 from pacs.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from pacs.errors import DemoRefusal
@@ -82,10 +82,11 @@ def _locations(cfg: Config, hint: str) -> dict[str, str]:
     """Every place the demo writes, name → resolved local path; refuses a remote location."""
     out: dict[str, str] = {}
     for loc in cfg.all_roots():
-        if not loc.is_local:
+        folder = store.local_folder(loc)
+        if folder is None:
             raise DemoRefusal(f"refusing to reset the archive of {cfg.path}: {loc.name} is {loc.url}, not a local "
                               f"folder (the demo only resets folders it made under var/). {hint}")
-        out[loc.name] = os.path.realpath(loc.root)
+        out[loc.name] = os.path.realpath(folder)
     out[_DUCKDB] = os.path.realpath(cfg.duckdb)
     out[_OUTSIDE] = os.path.realpath(cfg.landing[0].root + "-outside")
     return out

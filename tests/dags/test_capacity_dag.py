@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import write_config
+from helpers import write_config
 
-from pacs import ingest, synth
+from pacs import intake, synth
 from pacs.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,7 +37,7 @@ def dag() -> Any:
 def test_schedule_is_daily_or_on_catalogue_update(dag: Any) -> None:
     from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable
 
-    from pacs.assets import CATALOGUE
+    from pacs.dagkit import CATALOGUE
 
     timetable = dag.timetable
     assert isinstance(timetable, AssetOrTimeSchedule)
@@ -47,8 +47,7 @@ def test_schedule_is_daily_or_on_catalogue_update(dag: Any) -> None:
 
 
 def test_tags_retries_pool_and_outlet(dag: Any) -> None:
-    from pacs.assets import REPORT
-    from pacs.catalogue import POOL
+    from pacs.dagkit import POOL, REPORT
 
     assert {"pacs", "capacity"} <= set(dag.tags)
     assert dag.doc_md and "asset-or-time" in dag.doc_md
@@ -69,7 +68,7 @@ def capacity_env(tmp_path_factory: pytest.TempPathFactory, airflow_db: Path) -> 
         capacity={"online_bytes": "1 MB", "price_per_gb_month": {"online": 0.1, "offline": 0.01}},
         policy={"online_retention_years": 3, "watermarks": {"high": 0.85, "low": 0.75}}))
     synth.generate_archive(cfg.landing[0].root, seed=5, patients=8, size_scale=0.02, count_scale=0.01)
-    ingest.run_ingest(cfg)
+    intake.run_ingest(cfg)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PACS_CONFIG", str(cfg.path))
         yield cfg

@@ -7,33 +7,14 @@ the sweep saw; a copy of ours is deleted only while the catalogue does not refer
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
 from typing import Any
 
 from pacs import catalogue, journal, store
 from pacs.config import Config
 from pacs.intake.staged import Status
-from pacs.store import Location
 
 log = logging.getLogger(__name__)
-
-
-def _unchanged(loc: Location, path: str, size: int, mtime_ns: int) -> bool:
-    """Whether a landing file is still the one the sweep saw (else it is left for the next sweep)."""
-    if loc.is_local:
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return False
-        if os.path.islink(path):
-            return st.st_mtime_ns <= mtime_ns
-        return st.st_size == size and st.st_mtime_ns == mtime_ns
-    try:
-        info = loc.fs.info(path)
-    except FileNotFoundError:
-        return False
-    return int(info.get("size") or 0) == size
 
 
 def _referenced(con: Any, uri: str) -> bool:
@@ -47,7 +28,7 @@ def finalize_batch(cfg: Config, batch_id: str, con: Any = None) -> dict[str, Any
     A copy is deleted only if the catalogue (``con``, the writer's connection) still does not
     refer to its path: a recall may have adopted it since the merge.
     """
-    with journal.lease(cfg.work, batch_id) as held:
+    with journal.ingest(cfg.work).lease(batch_id) as held:
         if not held:
             return {"batch_id": batch_id, "state": "owned by another run"}
         return _finalize_owned(cfg, batch_id, con)
@@ -55,19 +36,19 @@ def finalize_batch(cfg: Config, batch_id: str, con: Any = None) -> dict[str, Any
 
 def _finalize_owned(cfg: Config, batch_id: str, con: Any) -> dict[str, Any]:
     work = cfg.work
-    if journal.has(work, batch_id, journal.DONE):
-        return journal.read_json(work, batch_id, journal.DONE)
-    if not journal.has(work, batch_id, journal.MERGED):
+    if journal.ingest(work).has(batch_id, journal.DONE):
+        return journal.ingest(work).read_json(batch_id, journal.DONE)
+    if not journal.ingest(work).has(batch_id, journal.MERGED):
         return {"batch_id": batch_id, "state": "not merged"}
-    outcomes = journal.read_table(work, batch_id, journal.OUTCOME).to_pylist()
-    landing_of = {f["row"]: f["landing"] for f in journal.iter_manifest_files(work, batch_id)}
+    outcomes = journal.ingest(work).read_table(batch_id, journal.OUTCOME).to_pylist()
+    landing_of = {f["row"]: f["landing"] for f in journal.ingest(work).manifest_files(batch_id)}
     removed = kept = dropped = not_permitted = 0
     for r in outcomes:
         if r["outcome"] == Status.DEFERRED:
             kept += 1
             continue
         loc = cfg.landing[landing_of[r["row_no"]]]
-        if _unchanged(loc, r["source_path"], r["source_size"], r["source_mtime_ns"]):
+        if store.still_same(loc, r["source_path"], r["source_size"], r["source_mtime_ns"]):
             try:
                 store.remove(loc, r["source_path"])
                 removed += 1
@@ -82,14 +63,14 @@ def _finalize_owned(cfg: Config, batch_id: str, con: Any) -> dict[str, Any]:
                     batch_id, not_permitted)
     info = {"batch_id": batch_id, "landing_removed": removed, "left_in_landing": kept,
             "uncatalogued_copies_removed": dropped, "landing_not_removable": not_permitted}
-    journal.mark(work, batch_id, journal.DONE, info)
+    journal.ingest(work).mark(batch_id, journal.DONE, info)
     return info
 
 
 def finalize_batches(cfg: Config, batch_ids: list[str]) -> dict[str, int]:
     """Finalize merged batches (runs in the catalogue writer's pool: it checks the catalogue)."""
     totals: Counter[str] = Counter()
-    pending = [b for b in batch_ids if not journal.has(cfg.work, b, journal.DONE)]
+    pending = [b for b in batch_ids if not journal.ingest(cfg.work).has(b, journal.DONE)]
     if not pending:
         return {}
     with catalogue.opened(cfg.duckdb) as con:

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
+import errno
 import json
 import logging
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,97 +29,20 @@ log = logging.getLogger(__name__)
 JOURNAL_RETENTION = dt.timedelta(days=7)
 
 
-def _walk_local(loc: Location, cfg: Config) -> Iterator[dict[str, Any]]:
-    """Regular files and links under a local landing root; links are never followed out of it."""
-    root = os.path.realpath(loc.root)
-    stack = [loc.root]
-    while stack:
-        folder = stack.pop()
-        try:
-            entries = list(os.scandir(folder))
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        except PermissionError:
-            log.warning("landing folder not readable; skipped (batch files elsewhere continue)")
-            continue
-        for entry in sorted(entries, key=lambda e: e.name):
-            if cfg.ingest.ignored(entry.name) or entry.name.startswith(store.TMP_MARK):
-                continue
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            if entry.is_symlink():
-                target = os.path.realpath(entry.path)
-                inside = target == root or target.startswith(root + os.sep)
-                if inside and os.path.isdir(target):
-                    continue  # its content is swept through its real path
-                if inside and os.path.isfile(target):
-                    tst = os.stat(entry.path)
-                    yield {"path": entry.path, "size": tst.st_size, "mtime_ns": max(st.st_mtime_ns, tst.st_mtime_ns),
-                           "link": "inside"}
-                    continue
-                detail = ("link points outside its landing root" if not inside and os.path.exists(target)
-                          else "link target does not exist" if not os.path.exists(target)
-                          else "link points to something that is not a regular file")
-                yield {"path": entry.path, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "link": "unsafe",
-                       "detail": detail}
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                stack.append(entry.path)
-            elif entry.is_file(follow_symlinks=False):
-                yield {"path": entry.path, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "link": None}
-            # sockets, FIFOs and devices are not files a modality sends; they are left alone
-
-
-def _walk_object(loc: Location, cfg: Config) -> Iterator[dict[str, Any]]:
-    fs = loc.fs
-    if not fs.exists(loc.root):
-        return
-    for path, info in sorted(fs.find(loc.root, detail=True).items()):
-        name = path.rsplit("/", 1)[-1]
-        if info.get("type") != "file" or cfg.ingest.ignored(name):
-            continue
-        modified = info.get("LastModified") or info.get("mtime") or info.get("last_modified")
-        if isinstance(modified, dt.datetime):
-            mtime_ns = int(modified.timestamp() * 1e9)
-        elif modified is not None:
-            mtime_ns = int(float(modified) * 1e9)
-        else:
-            mtime_ns = 0
-        yield {"path": path, "size": int(info.get("size") or 0), "mtime_ns": mtime_ns, "link": None}
-
-
 def walk_landing(loc: Location, cfg: Config) -> Iterator[dict[str, Any]]:
-    return _walk_local(loc, cfg) if loc.is_local else _walk_object(loc, cfg)
+    """Every file of one landing location (links reported, never followed out of it)."""
+    return store.scan(loc, cfg.ingest.ignored)
 
 
 @contextlib.contextmanager
 def sweep_lock(work: Location, timeout: float = 600.0) -> Iterator[None]:
-    """One sweep at a time (a DAG run and a ``pacs ingest`` must not claim the same file twice).
-
-    A blocking ``flock`` on a local ``work`` folder; a lease (see :mod:`pacs.journal`) on
-    object storage, waited for.
-    """
-    if work.is_local:
-        os.makedirs(work.path(journal.PREFIX), exist_ok=True)
-        with open(work.path(f"{journal.PREFIX}/.sweep.lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-        return
-    deadline = time.monotonic() + timeout
-    while True:
-        with journal.lease(work, "sweep", prefix="locks") as held:
-            if held:
-                yield
-                return
-        if time.monotonic() > deadline:
-            raise store.TierError(0, f"another sweep has held the journal at {work.url} for {timeout:.0f}s; "
-                                       "re-run once it has finished")
-        time.sleep(1.0)
+    """One sweep at a time (a DAG run and a ``pacs ingest`` must not claim the same file twice):
+    the ``locks`` journal's lease on ``sweep``, waited for up to ``timeout`` seconds."""
+    with journal.Journal(work, journal.LOCKS).lease("sweep", wait=timeout) as held:
+        if not held:
+            raise store.TierError(errno.EBUSY, f"another sweep has held the journal at {store.where(work)} for "
+                                               f"{timeout:.0f}s; re-run once it has finished")
+        yield
 
 
 SEEN = ".seen.json"
@@ -144,15 +66,15 @@ class SweepStats:
 
 def _read_json(work: Location, name: str) -> dict[str, Any]:
     """A sweep's own file in the ingest journal (``{}`` when there is none yet)."""
+    data = journal.ingest(work).read_file(name)
     try:
-        with work.fs.open(work.path(f"{journal.PREFIX}/{name}"), "rb") as f:
-            return json.load(f)
-    except (FileNotFoundError, ValueError):
+        return json.loads(data) if data else {}
+    except ValueError:
         return {}
 
 
 def _write_json(work: Location, name: str, obj: Any) -> None:
-    journal.put(work, work.path(f"{journal.PREFIX}/{name}"), json.dumps(obj).encode())
+    journal.ingest(work).put_file(name, json.dumps(obj).encode())
 
 
 def last_sweep(cfg: Config) -> dict[str, int]:
@@ -205,12 +127,12 @@ def sweep_files(cfg: Config, *, run_id: str, now: dt.datetime | None, limit: int
     now = now or dt.datetime.now(dt.UTC)
     work = cfg.work
     stats = SweepStats()
-    open_ids = journal.open_batches(work)
+    open_ids = journal.ingest(work).open_runs()
     # A batch whose lease is held belongs to a running step of another run: not ours to resume.
-    resumed = [b for b in open_ids if not journal.is_leased(work, b)]
+    resumed = [b for b in open_ids if not journal.ingest(work).is_leased(b)]
     stats.resumed, stats.owned_elsewhere = len(resumed), len(open_ids) - len(resumed)
-    claimed = journal.claimed_sources(work, open_ids)
-    journal.prune_done(work, JOURNAL_RETENTION, now)
+    claimed = journal.ingest(work).claimed_sources(open_ids)
+    journal.ingest(work).prune_done(JOURNAL_RETENTION, now)
     limit = limit or cfg.ingest.max_files_per_run
     settling = _Settling(work, cfg.settle_seconds)
     token_ids = iter(journal.new_batch_ids(limit // cfg.ingest.batch_size + 2, now))
@@ -223,20 +145,20 @@ def sweep_files(cfg: Config, *, run_id: str, now: dt.datetime | None, limit: int
         batch_id = next(token_ids)
         for i, f in enumerate(current):
             f["row"] = i
-        journal.write_json(work, batch_id, journal.MANIFEST, {
+        journal.ingest(work).write_json(batch_id, journal.MANIFEST, {
             "batch_id": batch_id, "run_id": run_id, "created_at": now.isoformat(), "files": current,
         })
         new_ids.append(batch_id)
         current.clear()
 
     # Re-submitted files are published atomically by pacs itself: no need to wait for them.
-    resubmitted = cfg.landing[0].path(RESUBMIT_FOLDER) + ("/" if not cfg.landing[0].is_local else os.sep)
+    resubmitted = cfg.landing[0].path(RESUBMIT_FOLDER)
     for index, loc in enumerate(cfg.landing):
         for f in walk_landing(loc, cfg):
             uri = loc.uri(f["path"])
             if uri in claimed:
                 continue
-            ours = index == 0 and f["path"].startswith(resubmitted)
+            ours = index == 0 and cfg.landing[0].is_within(f["path"], resubmitted)
             if not ours and not settling.settled(uri, f["size"], f["mtime_ns"]):
                 continue
             f["uri"] = uri

@@ -54,9 +54,10 @@ def merge_group(cfg: Config, con: Any, staged: pa.Table, *, run_id: str, now: dt
             catalogue.merge.record_winners_placed(con)
         outcomes, result = catalogue.merge.apply(con, decided, run_id=run_id, now=now)
         for b in ids:
-            journal.write_table(cfg.work, b, journal.OUTCOME, outcomes.filter(pc.equal(outcomes.column("batch_id"), b)))
+            mine = outcomes.filter(pc.equal(outcomes.column("batch_id"), b))
+            journal.ingest(cfg.work).write_table(b, journal.OUTCOME, mine)
     for b in ids:
-        journal.mark(cfg.work, b, journal.MERGED, result.batches.get(b, {}))
+        journal.ingest(cfg.work).mark(b, journal.MERGED, result.batches.get(b, {}))
     return result
 
 
@@ -65,7 +66,7 @@ def merge_batches(cfg: Config, batch_ids: list[str], *, run_id: str = "manual",
     """Merge processed batches into the catalogue (the single writer). Idempotent."""
     work = cfg.work
     now = now or dt.datetime.now(dt.UTC)
-    ready = [b for b in batch_ids if journal.has(work, b, journal.STORED)]
+    ready = [b for b in batch_ids if journal.ingest(work).has(b, journal.STORED)]
     not_ready = sorted(set(batch_ids) - set(ready))
     if not_ready:
         log.warning("%d batch(es) not processed yet; they stay open for the next run", len(not_ready))
@@ -73,18 +74,18 @@ def merge_batches(cfg: Config, batch_ids: list[str], *, run_id: str = "manual",
     with catalogue.opened(cfg.duckdb) as con:
         done = catalogue.merged_batches(con, ready)
         for b in done:  # committed by an interrupted attempt: only the marker is missing
-            if not journal.has(work, b, journal.MERGED):
-                journal.mark(work, b, journal.MERGED, catalogue.outcomes_from_catalogue(con, b))
+            if not journal.ingest(work).has(b, journal.MERGED):
+                journal.ingest(work).mark(b, journal.MERGED, catalogue.outcomes_from_catalogue(con, b))
         group: list[pa.Table] = []
         rows = 0
         with contextlib.ExitStack() as leases:
             for b in (b for b in ready if b not in done):
-                if not leases.enter_context(journal.lease(work, b)):
+                if not leases.enter_context(journal.ingest(work).lease(b)):
                     journal.left_to_owner(b)
                     continue
-                if journal.has(work, b, journal.MERGED):  # merged by another run meanwhile
+                if journal.ingest(work).has(b, journal.MERGED):  # merged by another run meanwhile
                     continue
-                group.append(journal.read_table(work, b, journal.STORED))
+                group.append(journal.ingest(work).read_table(b, journal.STORED))
                 rows += group[-1].num_rows
                 if rows >= cfg.ingest.merge_chunk_rows:
                     total.add(merge_group(cfg, con, pa.concat_tables(group), run_id=run_id, now=now))

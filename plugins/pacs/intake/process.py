@@ -76,8 +76,9 @@ def _read_landing(cfg: Config, row: dict[str, Any], f: dict[str, Any]) -> tuple[
     loc = cfg.landing[f["landing"]]
     src = f["path"]
     data: bytes | None = None
-    if loc.is_local and f["size"] <= MEMORY_LIMIT:
-        data, ident = store.read_local_identified(src)
+    small = store.read_small(loc, src, f["size"], MEMORY_LIMIT)
+    if small is not None:
+        data, ident = small
         if ident is None:
             raise _Changed
         row["sha256"], row["size_bytes"] = store.hash_bytes(data), len(data)
@@ -297,7 +298,7 @@ def _examine_parallel(cfg: Config, batch_id: str, args: list[tuple[dict[str, Any
 
 
 MAX_ATTEMPTS = 3
-ATTEMPTS = "attempts.json"
+ATTEMPTS = journal.Step.ATTEMPTS
 
 
 def _owned_elsewhere(batch_id: str) -> dict[str, Any]:
@@ -313,7 +314,7 @@ def process_batch(cfg: Config, batch_id: str, *, workers: int | None = None) -> 
     bounded: after ``MAX_ATTEMPTS`` failed attempts it is split into one batch per file, so a
     file that cannot be processed fails only itself and never blocks later batches.
     """
-    with journal.lease(cfg.work, batch_id) as held:
+    with journal.ingest(cfg.work).lease(batch_id) as held:
         if not held:
             return _owned_elsewhere(batch_id)
         try:
@@ -322,16 +323,17 @@ def process_batch(cfg: Config, batch_id: str, *, workers: int | None = None) -> 
             raise
         except Exception as exc:
             attempts = _record_failure(cfg, batch_id, exc)
-            if attempts < MAX_ATTEMPTS or journal.has(cfg.work, batch_id, journal.STAGED):
+            if attempts < MAX_ATTEMPTS or journal.ingest(cfg.work).has(batch_id, journal.STAGED):
                 raise
             return _split(cfg, batch_id, exc)
 
 
 def _record_failure(cfg: Config, batch_id: str, exc: Exception) -> int:
     work = cfg.work
-    attempts = journal.read_json(work, batch_id, ATTEMPTS)["failed"] if journal.has(work, batch_id, ATTEMPTS) else 0
+    j = journal.ingest(work)
+    attempts = j.read_json(batch_id, ATTEMPTS)["failed"] if j.has(batch_id, ATTEMPTS) else 0
     attempts += 1
-    journal.write_json(work, batch_id, ATTEMPTS, {"failed": attempts, "last_error": type(exc).__name__})
+    journal.ingest(work).write_json(batch_id, ATTEMPTS, {"failed": attempts, "last_error": type(exc).__name__})
     log.warning("batch %s failed (%s), attempt %d of %d", batch_id, type(exc).__name__, attempts, MAX_ATTEMPTS)
     return attempts
 
@@ -339,18 +341,18 @@ def _record_failure(cfg: Config, batch_id: str, exc: Exception) -> int:
 def _split(cfg: Config, batch_id: str, exc: Exception) -> dict[str, Any]:
     """Give a failing batch's files a batch each (one that fails alone is quarantined)."""
     work = cfg.work
-    manifest = journal.read_json(work, batch_id, journal.MANIFEST)
+    manifest = journal.ingest(work).read_json(batch_id, journal.MANIFEST)
     files = manifest["files"]
     if len(files) == 1:
         return _give_up_file(cfg, batch_id, files[0], exc)
     now = dt.datetime.now(dt.UTC)
     ids = journal.new_batch_ids(len(files), now)
     for new_id, f in zip(ids, files, strict=True):
-        journal.write_json(work, new_id, journal.MANIFEST, {
+        journal.ingest(work).write_json(new_id, journal.MANIFEST, {
             "batch_id": new_id, "run_id": manifest.get("run_id"), "created_at": now.isoformat(),
             "split_from": batch_id, "files": [{**f, "row": 0}],
         })
-    journal.mark(work, batch_id, journal.DONE, {"batch_id": batch_id, "split_into": len(ids)})
+    journal.ingest(work).mark(batch_id, journal.DONE, {"batch_id": batch_id, "split_into": len(ids)})
     log.warning("batch %s failed %d times; split into %d single-file batches for the next run",
                 batch_id, MAX_ATTEMPTS, len(ids))
     return {**counts([]), "deferred": len(files), "split": len(ids)}
@@ -366,19 +368,19 @@ def _give_up_file(cfg: Config, batch_id: str, f: dict[str, Any], exc: Exception)
         raise
     except Exception:  # noqa: BLE001 - not even its bytes can be read: released to a later sweep
         defer(row, f"processing failed {MAX_ATTEMPTS} times ({type(exc).__name__}); left in landing")
-    journal.write_table(cfg.work, batch_id, journal.STORED, table([row]))
+    journal.ingest(cfg.work).write_table(batch_id, journal.STORED, table([row]))
     return counts([row])
 
 
 def _process_owned(cfg: Config, batch_id: str, workers: int | None) -> dict[str, Any]:
     work = cfg.work
-    if journal.has(work, batch_id, journal.STORED):
-        return counts(journal.read_table(work, batch_id, journal.STORED).to_pylist())
-    if journal.has(work, batch_id, journal.STAGED):
-        rows = _apply_moves(cfg, journal.read_table(work, batch_id, journal.STAGED).to_pylist())
-        journal.write_table(work, batch_id, journal.STORED, table(rows))
+    if journal.ingest(work).has(batch_id, journal.STORED):
+        return counts(journal.ingest(work).read_table(batch_id, journal.STORED).to_pylist())
+    if journal.ingest(work).has(batch_id, journal.STAGED):
+        rows = _apply_moves(cfg, journal.ingest(work).read_table(batch_id, journal.STAGED).to_pylist())
+        journal.ingest(work).write_table(batch_id, journal.STORED, table(rows))
         return counts(rows)
-    files = journal.read_json(work, batch_id, journal.MANIFEST)["files"]
+    files = journal.ingest(work).read_json(batch_id, journal.MANIFEST)["files"]
     rename = cfg.ingest.rename
     move_ok = {i: rename and store.same_filesystem(loc, cfg.online) for i, loc in enumerate(cfg.landing)}
     move_q = {i: rename and store.same_filesystem(loc, cfg.quarantine) for i, loc in enumerate(cfg.landing)}
@@ -389,16 +391,15 @@ def _process_owned(cfg: Config, batch_id: str, workers: int | None) -> dict[str,
     else:
         rows = _examine_parallel(cfg, batch_id, args, n)
     if any(r["move"] for r in rows):
-        journal.write_table(work, batch_id, journal.STAGED, table(rows))
+        journal.ingest(work).write_table(batch_id, journal.STAGED, table(rows))
         rows = _apply_moves(cfg, rows)
     # An earlier, killed attempt may have left temporary files; they carry this batch's id.
     folders = {os.path.dirname(cfg.online.path_of_uri(r["dst_uri"])) for r in rows if r["dst_uri"]}
     folders |= {os.path.dirname(cfg.quarantine.path_of_uri(r["quarantine_uri"])) for r in rows if r["quarantine_uri"]}
-    if cfg.online.is_local:
-        store.clean_temp_files(folders, batch_id)
+    store.clean_temp(cfg.online, folders, batch_id)
     if cfg.ingest.fsync:  # one flush for the whole batch, before it is recorded as stored
-        store.sync_filesystems([loc.root for loc in (*cfg.landing, cfg.online, cfg.quarantine) if loc.is_local])
-    journal.write_table(work, batch_id, journal.STORED, table(rows))
+        store.sync([*cfg.landing, cfg.online, cfg.quarantine])
+    journal.ingest(work).write_table(batch_id, journal.STORED, table(rows))
     summary = counts(rows)
     log.info("batch %s: %d file(s), %d ok, %d rejected %s, %d deferred", batch_id, summary["files"],
              summary["ok"], summary["rejected"], summary["reasons"], summary["deferred"])

@@ -182,7 +182,7 @@ def fit_ingest(daily: Sequence[float] | np.ndarray, first_day: dt.date, *,
 # ---------------------------------------------------------------------------------------------
 
 def add_years(days: np.ndarray, years: np.ndarray | float) -> np.ndarray:
-    """Dates (``datetime64[D]``) plus fractional years, as :meth:`pacs.policy.Policy.online_cutoff` counts them.
+    """Dates (``datetime64[D]``) plus fractional years, as :meth:`pacs.tiers.policy.Policy.online_cutoff` counts them.
 
     Whole years move the calendar date (29 February becomes 28 February); the fraction adds
     ``round(fraction × 365.25)`` days.

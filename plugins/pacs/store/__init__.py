@@ -1,34 +1,213 @@
-"""Byte movement between locations: copy with sha256 in one pass, atomic writes, safe deletes.
+"""The store: where the archive's bytes live, behind one interface.
 
-Every write lands under a temporary name and is published with a no-replace link (local) or a
-conditional put with a SHA-256 checksum (object storage), so a reader never sees half a file
-and an existing file is never overwritten. Nothing here decides *what* to move; the ingest,
-lifecycle and fixity modules do.
+A :class:`Location` (a local folder or an object-store prefix) names a place; the functions
+here act on it through one of two backends, :mod:`pacs.store.local` and
+:mod:`pacs.store.objects`. This module is the only one that picks between them: the rest of
+the package never asks whether a location is local.
+
+What every write guarantees: it lands under a temporary name (local) or as one conditional
+put (object storage) and is published whole, so a reader never sees half a file; without
+``overwrite`` an existing file is never replaced; publishing with a sha256 (``write``) lets an
+object store reject a body that does not match. :func:`put` is the one atomic writer of the
+small files (journal entries, snapshot manifest, reports, alerts); :func:`writer` streams a
+large one (snapshot partitions). :func:`lock` gives a process-bound exclusive lease.
+Faults of a tier itself (full, read-only, unreachable) become one-line
+:class:`~pacs.errors.TierError` through :func:`tier_faults`.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import errno
-import hashlib
-import logging
 import os
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 from fsspec import AbstractFileSystem
 
-from pacs.errors import StorageError as StorageError  # re-exported: store.StorageError
-from pacs.errors import TierError
+from pacs.errors import StorageError, TierError
+from pacs.store import local, objects
+from pacs.store.common import CHUNK, TMP_MARK, Written, hash_bytes, hash_path, sha256_b64
+from pacs.store.local import Identity, move_local, move_verified, rename_noreplace
 from pacs.store.location import Location
 
-log = logging.getLogger(__name__)
+__all__ = ["CHUNK", "TMP_MARK", "Identity", "Location", "StorageError", "TierError", "Written", "clean_temp",
+           "copy_stream", "exists", "free_bytes", "hash_at", "hash_bytes", "hash_path", "holds", "is_link",
+           "iter_files", "local_folder", "lock", "modified", "move_local", "move_verified", "names", "put", "put_large",
+           "put_many", "read", "read_small", "register_filesystem", "remove", "remove_tree", "rename_noreplace",
+           "same_filesystem", "scan", "sha256_b64", "still_same", "sync", "tier_faults", "where", "write",
+           "writer"]
 
-CHUNK = 4 * 1024 * 1024
-TMP_MARK = ".pacs-tmp-"
+
+def _backend(loc: Location) -> ModuleType:
+    return local if loc.is_local else objects
+
+
+def local_folder(loc: Location) -> str | None:
+    """The local folder of a location, or None when it is object storage."""
+    return loc.root if loc.is_local else None
+
+
+def where(loc: Location) -> str:
+    """How to name a location to an operator: its folder, or its URL."""
+    return loc.root if loc.is_local else loc.url
+
+
+# --- writing ------------------------------------------------------------------------------
+
+def write(loc: Location, path: str, data: bytes | memoryview, sha256: str, *, fsync: bool, overwrite: bool = False,
+          tag: str = "") -> bool:
+    """Publish ``data`` (whose sha256 is ``sha256``) at ``path``; False if a file was there and
+    ``overwrite`` is not set (it is left untouched). ``tag`` marks local temporary names so that
+    an interrupted writer can clean up its own leftovers (:func:`clean_temp`)."""
+    return _backend(loc).write(loc, path, data, sha256, fsync=fsync, overwrite=overwrite, tag=tag)
+
+
+def put(loc: Location, path: str, data: bytes, *, fsync: bool = True) -> None:
+    """Write a small file atomically, replacing what was there (journal entries, manifests,
+    reports, alerts): a reader sees the old bytes or the new, never a mix; with ``fsync``
+    (local) the file and its name are durable before this returns."""
+    _backend(loc).put(loc, path, data, fsync=fsync)
+
+
+@contextlib.contextmanager
+def writer(loc: Location, path: str) -> Iterator[Any]:
+    """A binary file to stream into ``path``, published atomically when the block ends without
+    error and discarded otherwise."""
+    with _backend(loc).writer(loc, path) as f:
+        yield f
+
+
+def copy_stream(src_fs: AbstractFileSystem, src: str, loc: Location, dst: str, *, fsync: bool,
+                overwrite: bool = False, tag: str = "") -> Written:
+    """Stream ``src`` (on ``src_fs``) into ``dst``, computing its sha256 in the same pass."""
+    return _backend(loc).copy_stream(src_fs, src, loc, dst, fsync=fsync, overwrite=overwrite, tag=tag)
+
+
+def put_many(loc: Location, puts: list[Any], *, read_back: bool = False, concurrency: int = 32) -> list[str]:
+    """Publish many ``(path, data, sha256)`` puts without replacing, each verified (by the
+    store's checksum, or read back); returns how each was verified."""
+    return _backend(loc).put_many(loc, puts, read_back=read_back, concurrency=concurrency) if puts else []
+
+
+def put_large(loc: Location, path: str, local_file: str, sha256: str) -> str:
+    """Publish a big local file (multipart on object storage), verified by reading it back."""
+    return _backend(loc).put_large(loc, path, local_file, sha256)
+
+
+def remove(loc: Location, path: str) -> bool:
+    """Delete a file if present; True if something was deleted."""
+    return _backend(loc).remove(loc, path)
+
+
+def remove_tree(loc: Location, folder: str) -> None:
+    """Delete a folder (a prefix) and everything under it."""
+    _backend(loc).remove_tree(loc, folder)
+
+
+def clean_temp(loc: Location, folders: set[str], tag: str) -> int:
+    """Remove temporary files an interrupted writer with ``tag`` left in ``folders``."""
+    return _backend(loc).clean_temp(loc, folders, tag)
+
+
+def sync(locations: list[Location]) -> None:
+    """Flush every local filesystem holding one of ``locations`` (one call per batch replaces an
+    fsync per file); object stores are durable at each put."""
+    local.sync_filesystems([loc.root for loc in locations if loc.is_local])
+
+
+# --- reading ------------------------------------------------------------------------------
+
+def read(loc: Location, path: str, offset: int | None = None, length: int | None = None) -> bytes:
+    """A file's bytes, or the ``length`` bytes at ``offset`` (one ranged read)."""
+    return _backend(loc).read(loc, path, offset, length)
+
+
+def read_small(loc: Location, path: str, size: int, limit: int) -> tuple[bytes, Identity | None] | None:
+    """Read a local file of at most ``limit`` bytes once, with its identity (None when it changed
+    while read) so that a later rename can prove it moves exactly these bytes; None when the
+    file is larger or not local (the caller streams it)."""
+    return _backend(loc).read_small(loc, path, size, limit)
+
+
+def hash_at(loc: Location, path: str) -> str | None:
+    """sha256 of the file at ``path``, or None when there is none."""
+    return _backend(loc).hash_at(loc, path)
+
+
+def holds(loc: Location, path: str, sha256: str) -> bool:
+    """Whether a file at ``path`` exists and has exactly the bytes with ``sha256``."""
+    return hash_at(loc, path) == sha256
+
+
+def exists(loc: Location, path: str) -> bool:
+    return _backend(loc).exists(loc, path)
+
+
+def is_link(loc: Location, path: str) -> bool:
+    """Whether ``path`` is a symbolic link (never on object storage)."""
+    return _backend(loc).is_link(loc, path)
+
+
+def modified(loc: Location, path: str) -> float | None:
+    """Modification time (not following links), or None when the file is gone."""
+    return _backend(loc).modified(loc, path)
+
+
+def still_same(loc: Location, path: str, size: int, mtime_ns: int) -> bool:
+    """Whether a file is still the one seen with ``size`` and ``mtime_ns`` (a link: not newer)."""
+    return _backend(loc).still_same(loc, path, size, mtime_ns)
+
+
+def names(loc: Location, folder: str) -> list[str]:
+    """The names directly under ``folder``, sorted (empty when it does not exist)."""
+    return _backend(loc).names(loc, folder)
+
+
+def iter_files(loc: Location, prefix: str | None = None) -> Iterator[tuple[str, int]]:
+    """Every (path, size) under the location (or one of its sub-prefixes), temp files skipped."""
+    root = loc.root if prefix is None else loc.path(prefix)
+    yield from _backend(loc).iter_files(loc, root)
+
+
+def scan(loc: Location, skip: Any) -> Iterator[dict[str, Any]]:
+    """Every file under the root as ``{"path", "size", "mtime_ns", "link"}``, names ``skip``
+    accepts left out; links are reported (``"inside"`` / ``"unsafe"``), never followed out."""
+    yield from _backend(loc).scan(loc, skip)
+
+
+def free_bytes(loc: Location) -> int | None:
+    """Free space of a local tier (None for object storage)."""
+    return _backend(loc).free_bytes(loc)
+
+
+def register_filesystem(con: Any, loc: Location) -> None:
+    """Let a DuckDB connection read ``loc``'s files by URI (object storage goes through fsspec)."""
+    if not loc.is_local:
+        con.register_filesystem(loc.fs)
+
+
+# --- leases -------------------------------------------------------------------------------
+
+def lock(loc: Location, path: str, owner: str, ttl: float) -> Any:
+    """An exclusive lease on ``path`` that dies with its process: an ``flock`` on a local folder,
+    a lease object with a heartbeat on object storage. It has ``acquire(wait=0) -> bool``,
+    ``release()`` and ``held_elsewhere() -> bool``."""
+    return (local.FileLock if loc.is_local else objects.LeaseObject)(loc, path, owner, ttl)
+
+
+# --- where renames work, and tier faults --------------------------------------------------
+
+def same_filesystem(src: Location, dst: Location) -> bool:
+    """Whether files of ``src`` can be renamed into ``dst`` (both local, one filesystem).
+
+    Creates ``dst``'s root if needed, so that a tier not written yet can be told apart.
+    """
+    if not (src.is_local and dst.is_local):
+        return False
+    os.makedirs(dst.root, exist_ok=True)
+    return local.same_device(src.root, dst.root)
 
 
 _TIER_FAULTS = {
@@ -67,471 +246,5 @@ def tier_faults(loc: Location) -> Iterator[None]:
         if not _is_tier_fault(loc, exc):
             raise
         what, fix = _TIER_FAULTS.get(exc.errno or 0, ("is unreachable", "check the endpoint and credentials"))
-        where = loc.root if loc.is_local else loc.url
-        raise TierError(exc.errno, f"the {loc.name} tier at {where} {what}: {fix} "
+        raise TierError(exc.errno, f"the {loc.name} tier at {where(loc)} {what}: {fix} "
                                    "(nothing was lost; re-run once it is fixed)") from exc
-
-
-@dataclass(frozen=True, slots=True)
-class Written:
-    """Outcome of a publish: the final path, its digest and size, and whether we created it."""
-
-    path: str
-    sha256: str
-    size: int
-    created: bool
-
-
-def sha256_b64(hex_digest: str) -> str:
-    """The base64 form S3 uses for ``ChecksumSHA256``."""
-    return base64.b64encode(bytes.fromhex(hex_digest)).decode()
-
-
-def hash_bytes(data: bytes | memoryview) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def hash_path(fs: AbstractFileSystem, path: str) -> tuple[str, int]:
-    """sha256 and size of a file, streamed in chunks."""
-    h = hashlib.sha256()
-    size = 0
-    with fs.open(path, "rb", block_size=CHUNK) as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
-
-
-def hash_local(path: str) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb", buffering=0) as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
-
-
-def read_local(path: str) -> bytes:
-    with open(path, "rb", buffering=0) as f:
-        return f.read()
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _tmp_name(path: str, tag: str = "") -> str:
-    head, tail = os.path.split(path)
-    return os.path.join(head, f"{TMP_MARK}{tag}{'-' if tag else ''}{uuid.uuid4().hex[:8]}-{tail}")
-
-
-def _publish_local(tmp: str, path: str, *, overwrite: bool) -> bool:
-    """Move ``tmp`` to ``path``; without overwrite, an existing ``path`` is left untouched."""
-    if overwrite:
-        os.replace(tmp, path)
-        return True
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        os.unlink(tmp)
-        return False
-    except OSError as exc:  # filesystems without hard links
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
-            raise
-        if os.path.lexists(path):
-            os.unlink(tmp)
-            return False
-        os.rename(tmp, path)
-        return True
-    os.unlink(tmp)
-    return True
-
-
-def write_local(path: str, data: bytes | memoryview, *, fsync: bool, overwrite: bool = False,
-                tag: str = "") -> bool:
-    """Atomically write ``data`` to a local ``path``; return False if it already existed.
-
-    ``tag`` marks the temporary name so that an interrupted writer can clean up its own leftovers.
-    """
-    if not overwrite and os.path.lexists(path):
-        return False
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = _tmp_name(path, tag)
-    try:
-        with open(tmp, "wb", buffering=0) as f:
-            f.write(data)
-            if fsync:
-                os.fsync(f.fileno())
-    except BaseException:  # e.g. ENOSPC: leave nothing half-written behind
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    created = _publish_local(tmp, path, overwrite=overwrite)
-    if fsync and created:
-        _fsync_dir(os.path.dirname(path))
-    return created
-
-
-def move_local(src: str, dst: str, *, fsync: bool) -> bool:
-    """Rename ``src`` to ``dst`` on one filesystem without replacing an existing ``dst``.
-
-    Returns True when ``dst`` now holds ``src``'s file (also when a previous, interrupted call
-    had already linked it), False when ``dst`` held another file and ``src`` was left alone.
-    """
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    try:
-        os.link(src, dst)
-    except FileExistsError:
-        if os.path.exists(src) and os.path.samefile(src, dst):
-            os.unlink(src)  # resumed after a crash between link and unlink
-            return True
-        return False
-    os.unlink(src)
-    if fsync:
-        _fsync_dir(os.path.dirname(dst))
-        _fsync_dir(os.path.dirname(src))
-    return True
-
-
-_RENAME_NOREPLACE = 1
-_AT_FDCWD = -100
-_renameat2: Any = None
-
-
-def _libc_renameat2() -> Any:
-    global _renameat2
-    if _renameat2 is None:
-        import ctypes
-
-        try:
-            fn = ctypes.CDLL(None, use_errno=True).renameat2
-            fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-            _renameat2 = fn
-        except (OSError, AttributeError):
-            _renameat2 = False
-    return _renameat2
-
-
-def rename_noreplace(src: str, dst: str) -> None:
-    """Atomically rename ``src`` to ``dst`` unless ``dst`` exists (Linux ``renameat2``).
-
-    Raises FileExistsError when ``dst`` exists, FileNotFoundError when ``src`` does not, and
-    OSError(EINVAL/ENOSYS) where the filesystem cannot rename without replacing (callers then
-    copy). Unlike link + unlink, the file moved is exactly the one ``src`` named at that instant,
-    and a file that replaces ``src`` afterwards is never touched.
-    """
-    import ctypes
-
-    fn = _libc_renameat2()
-    if not fn:
-        raise OSError(errno.ENOSYS, "renameat2 is not available", src)
-    if fn(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), src)  # OSError picks FileExistsError, FileNotFoundError, …
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """What identifies the exact bytes of a local file that was read: inode, size and mtime.
-
-    Appending changes size and mtime, rewriting changes mtime, replacing (a new file renamed over
-    the name) changes the inode; a rename or hard link changes none of them.
-    """
-
-    dev: int
-    ino: int
-    size: int
-    mtime_ns: int
-
-    @classmethod
-    def of(cls, st: os.stat_result) -> Identity:
-        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-def read_local_identified(path: str) -> tuple[bytes, Identity | None]:
-    """The bytes of a local file and its identity, or identity None when it changed while read."""
-    with open(path, "rb", buffering=0) as f:
-        before = os.fstat(f.fileno())
-        data = f.read()
-        after = os.fstat(f.fileno())
-    same = (before.st_size, before.st_mtime_ns, before.st_ctime_ns) == (after.st_size, after.st_mtime_ns,
-                                                                      after.st_ctime_ns)
-    if not same or len(data) != after.st_size:
-        return data, None
-    return data, Identity.of(after)
-
-
-MOVE_FALLBACK_ERRNOS = frozenset({errno.EPERM, errno.EACCES, errno.EXDEV, errno.EINVAL, errno.ENOSYS,
-                                  errno.ENOTSUP, errno.EOPNOTSUPP, errno.EROFS})
-
-
-def move_verified(src: str, dst: str, expected: Identity) -> str:
-    """Move the landing file ``src`` to ``dst`` only if it is still the file that was read.
-
-    Returns ``"moved"``; ``"changed"`` when ``src`` is not (or no longer) the file with
-    ``expected`` identity — it is left in (or put back into) landing for a later sweep;
-    ``"exists"`` when ``dst`` already exists (nothing moved); ``"gone"`` when ``src`` vanished;
-    ``"copy"`` when this filesystem or the file's permissions do not allow the rename (EPERM,
-    EACCES, EXDEV, no ``renameat2``): the caller copies and verifies instead, and the landing
-    file is removed only after commit.
-    """
-    try:
-        st = os.lstat(src)
-    except FileNotFoundError:
-        return "gone"
-    if Identity.of(st) != expected:
-        return "changed"
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    try:
-        rename_noreplace(src, dst)
-    except FileExistsError:
-        return "exists"
-    except FileNotFoundError:
-        return "gone"
-    except OSError as exc:
-        if exc.errno in MOVE_FALLBACK_ERRNOS:
-            return "copy"
-        raise
-    if Identity.of(os.lstat(dst)) == expected:
-        return "moved"
-    # The name was replaced between the check and the rename: give the newcomer back.
-    try:
-        rename_noreplace(dst, src)
-    except FileExistsError:
-        rename_noreplace(dst, f"{src}.pacs-returned-{uuid.uuid4().hex[:8]}")
-    return "changed"
-
-
-def same_filesystem(src: Location, dst: Location) -> bool:
-    """Whether files of ``src`` can be renamed into ``dst`` (both local, one filesystem).
-
-    Creates ``dst``'s root if needed, so that a tier not written yet can be told apart.
-    """
-    if not (src.is_local and dst.is_local):
-        return False
-    os.makedirs(dst.root, exist_ok=True)
-    return same_device(src.root, dst.root)
-
-
-def same_device(a: str, b: str) -> bool:
-    """Whether two existing local folders live on one filesystem (so rename works)."""
-    try:
-        return os.stat(a).st_dev == os.stat(b).st_dev
-    except FileNotFoundError:
-        return False
-
-
-def write_object(loc: Location, path: str, data: bytes, sha256: str, *, overwrite: bool = False) -> bool:
-    """Put ``data`` to object storage with its SHA-256 checksum; a compliant server rejects a
-    body that does not match. Without overwrite, an existing object is left untouched."""
-    kwargs: dict[str, str] = {"ChecksumAlgorithm": "SHA256", "ChecksumSHA256": sha256_b64(sha256)}
-    if not overwrite:
-        kwargs["IfNoneMatch"] = "*"
-    try:
-        loc.fs.pipe_file(path, data, **kwargs)
-    except FileExistsError:
-        return False
-    return True
-
-
-def write(loc: Location, path: str, data: bytes, sha256: str, *, fsync: bool, overwrite: bool = False,
-          tag: str = "") -> bool:
-    """Write ``data`` to ``path`` in ``loc`` atomically and without replacing (unless asked)."""
-    if loc.is_local:
-        return write_local(path, data, fsync=fsync, overwrite=overwrite, tag=tag)
-    return write_object(loc, path, data, sha256, overwrite=overwrite)
-
-
-def copy_stream(src_fs: AbstractFileSystem, src: str, loc: Location, dst: str, *, fsync: bool,
-                overwrite: bool = False, tag: str = "") -> Written:
-    """Stream ``src`` into ``dst`` computing sha256 in the same pass (for files too big to hold)."""
-    h = hashlib.sha256()
-    size = 0
-    if loc.is_local:
-        if not overwrite and os.path.lexists(dst):
-            sha, size = hash_path(src_fs, src)
-            return Written(dst, sha, size, False)
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
-        tmp = _tmp_name(dst, tag)
-        with src_fs.open(src, "rb", block_size=CHUNK) as fin, open(tmp, "wb", buffering=0) as fout:
-            while chunk := fin.read(CHUNK):
-                h.update(chunk)
-                fout.write(chunk)
-                size += len(chunk)
-            if fsync:
-                os.fsync(fout.fileno())
-        created = _publish_local(tmp, dst, overwrite=overwrite)
-        return Written(dst, h.hexdigest(), size, created)
-    if not overwrite and loc.fs.exists(dst):
-        sha, size = hash_path(src_fs, src)
-        return Written(dst, sha, size, False)
-    # Multipart upload publishes atomically on completion.
-    with src_fs.open(src, "rb", block_size=CHUNK) as fin, loc.fs.open(dst, "wb", block_size=8 * 1024 * 1024) as fout:
-        while chunk := fin.read(CHUNK):
-            h.update(chunk)
-            fout.write(chunk)
-            size += len(chunk)
-    return Written(dst, h.hexdigest(), size, True)
-
-
-def hash_at(loc: Location, path: str) -> str | None:
-    """sha256 of the file at ``path`` in ``loc``, or None when there is none."""
-    try:
-        return (hash_local(path) if loc.is_local else hash_path(loc.fs, path))[0]
-    except FileNotFoundError:
-        return None
-
-
-def remove(loc_or_fs: Location | AbstractFileSystem, path: str) -> bool:
-    """Delete a file if present; True if something was deleted."""
-    if isinstance(loc_or_fs, Location) and loc_or_fs.is_local:
-        try:
-            os.unlink(path)
-            return True
-        except FileNotFoundError:
-            return False
-    fs = loc_or_fs.fs if isinstance(loc_or_fs, Location) else loc_or_fs
-    try:
-        fs.rm_file(path)
-        return True
-    except FileNotFoundError:
-        return False
-
-
-def exists(loc: Location, path: str) -> bool:
-    if loc.is_local:
-        return os.path.lexists(path)
-    return loc.fs.exists(path)
-
-
-def iter_files(loc: Location, prefix: str | None = None) -> Iterator[tuple[str, int]]:
-    """Every (path, size) under the location (or one of its sub-prefixes), temp files skipped."""
-    root = loc.root if prefix is None else loc.path(prefix)
-    if loc.is_local:
-        for dirpath, _dirs, files in os.walk(root):
-            for name in files:
-                if name.startswith(TMP_MARK):
-                    continue
-                p = os.path.join(dirpath, name)
-                try:
-                    yield p, os.lstat(p).st_size
-                except FileNotFoundError:
-                    continue
-        return
-    if not loc.fs.exists(root):
-        return
-    for p, info in loc.fs.find(root, detail=True).items():
-        if os.path.basename(p).startswith(TMP_MARK):
-            continue
-        yield p, int(info.get("size") or 0)
-
-
-def clean_temp_files(folders: set[str], tag: str) -> int:
-    """Remove the temporary files that an interrupted writer with ``tag`` left in ``folders``."""
-    removed = 0
-    mark = f"{TMP_MARK}{tag}-"
-    for dirpath in folders:
-        try:
-            names = os.listdir(dirpath)
-        except FileNotFoundError:
-            continue
-        for name in names:
-            if name.startswith(mark):
-                try:
-                    os.unlink(os.path.join(dirpath, name))
-                    removed += 1
-                except FileNotFoundError:
-                    pass
-    return removed
-
-
-def local_fs() -> AbstractFileSystem:
-    """fsspec's local filesystem."""
-    from fsspec import filesystem
-
-    return filesystem("file")
-
-
-def sync_filesystems(paths: list[str]) -> None:
-    """Flush every filesystem holding one of ``paths`` (Linux ``syncfs``; ``sync`` elsewhere).
-
-    One call at the end of a batch replaces an fsync per file and per folder: the batch's
-    journal entry is written only after it, so a crash before it simply redoes the batch.
-    """
-    import ctypes
-
-    devices: dict[int, str] = {}
-    for p in paths:
-        try:
-            devices.setdefault(os.stat(p).st_dev, p)
-        except FileNotFoundError:
-            continue
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        syncfs = libc.syncfs
-    except (OSError, AttributeError):
-        os.sync()
-        return
-    for p in devices.values():
-        fd = os.open(p, os.O_RDONLY)
-        try:
-            if syncfs(fd) != 0:
-                os.sync()
-        finally:
-            os.close(fd)
-
-
-def holds(loc: Location, path: str, sha256: str) -> bool:
-    """Whether a file at ``path`` exists and has exactly the bytes with ``sha256``."""
-    return hash_at(loc, path) == sha256
-
-
-def put(loc: Location, path: str, data: bytes, *, fsync: bool = True) -> None:
-    """Write a small file atomically, replacing what was there (journal entries, manifests, reports).
-
-    A reader sees the old bytes or the new, never a mix; with ``fsync`` (local) the file and
-    its name are durable before this returns.
-    """
-    if loc.is_local:
-        write_local(path, data, fsync=fsync, overwrite=True)
-    else:
-        loc.fs.pipe_file(path, data)
-
-
-@contextlib.contextmanager
-def writer(loc: Location, path: str) -> Iterator[Any]:
-    """A binary file to stream into ``path``, published atomically when the block ends without
-    error (and discarded otherwise): a reader never sees a half-written file."""
-    if loc.is_local:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = _tmp_name(path)
-        try:
-            with open(tmp, "wb") as f:
-                yield f
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        return
-    f = loc.fs.open(path, "wb")
-    try:
-        yield f
-    except BaseException:
-        f.discard()  # abort a multipart upload; a single put was never sent
-        f.closed = True
-        raise
-    f.close()
-
-
-def register_filesystem(con: Any, loc: Location) -> None:
-    """Let a DuckDB connection read ``loc``'s files by URI (object storage goes through fsspec)."""
-    if not loc.is_local:
-        con.register_filesystem(loc.fs)

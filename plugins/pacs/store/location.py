@@ -80,10 +80,22 @@ class Location:
         return path[len(root) + 1 :]
 
     def contains(self, path: str) -> bool:
-        root = self.root.rstrip("/")
+        """Whether ``path`` lies strictly under this root."""
+        return self.is_within(path, self.root)
+
+    def is_within(self, path: str, folder: str) -> bool:
+        """Whether ``path`` lies strictly under ``folder`` (a path of this location)."""
+        sep = os.sep if self.is_local else "/"
         if self.is_local:
             path = os.path.abspath(path)
-        return path.startswith(root + "/")
+        return path.startswith(folder.rstrip(sep) + sep)
+
+    def overlaps(self, other: Location) -> bool:
+        """Whether one root lies inside the other (then a move between them is not safe)."""
+        if self.protocol != other.protocol:
+            return False
+        ra, rb = self.root.rstrip("/"), other.root.rstrip("/")
+        return ra == rb or self.contains(rb) or other.contains(ra)
 
     def uri(self, path: str) -> str:
         """The URI recorded in the catalogue for a filesystem path of this location."""

@@ -49,7 +49,7 @@ from pacs.tiers.policy import load_policy
 
 log = logging.getLogger(__name__)
 
-PREFIX = "fixity"
+PREFIX = journal.FIXITY
 ORPHAN_FOLDER = "orphans"          # under <landing[0]>/resubmitted/
 REENTERED = "reentered_intake"     # fixity_finding.repair of an orphan sent back through intake
 REENTRY = "reentry-online.parquet"  # the journal of what the repair step did with online orphans
@@ -62,16 +62,20 @@ RESULT_SCHEMA = pa.schema([
 ])
 
 
+def _journal(cfg: Config) -> journal.Journal:
+    return journal.Journal(cfg.work, journal.FIXITY)
+
+
 def _key(fixity_id: str, name: str) -> str:
     return f"{PREFIX}/{fixity_id}/{name}"
 
 
 def _read(cfg: Config, fixity_id: str, name: str, filters: list[tuple[str, str, Any]] | None = None) -> pa.Table:
-    return journal.read_table(cfg.work, fixity_id, name, prefix=PREFIX, filters=filters)
+    return _journal(cfg).read_table(fixity_id, name, filters=filters)
 
 
 def _exists(cfg: Config, fixity_id: str, name: str) -> bool:
-    return journal.has(cfg.work, fixity_id, name, prefix=PREFIX)
+    return _journal(cfg).has(fixity_id, name)
 
 
 def plan(cfg: Config, *, logical_date: dt.date, run_id: str = "manual", now: dt.datetime | None = None
@@ -79,7 +83,7 @@ def plan(cfg: Config, *, logical_date: dt.date, run_id: str = "manual", now: dt.
     """Choose what this run verifies and write the lists to the journal (catalogue writer)."""
     now = now or dt.datetime.now(dt.UTC)
     policy = load_policy(cfg)
-    fixity_id = f"{logical_date:%Y%m%d}-{hashlib.sha256(run_id.encode()).hexdigest()[:10]}"
+    fixity_id = journal.run_key(logical_date, run_id)
     with catalogue.opened(cfg.duckdb) as con:
         total_offline = con.execute(
             "SELECT count(DISTINCT offline_uri) FROM image WHERE offline_uri IS NOT NULL").fetchall()[0][0]
@@ -99,8 +103,7 @@ def plan(cfg: Config, *, logical_date: dt.date, run_id: str = "manual", now: dt.
     chunks = [f"online-{i}" for i in range(math.ceil(n_online / ONLINE_CHUNK))]
     off = _read(cfg, fixity_id, "offline.parquet")
     chunks += [f"offline-{i}" for i in sorted(set(off.column("chunk_no").to_pylist()))]
-    journal.write_json(cfg.work, fixity_id, "plan.json", {"started_at": now.isoformat(), "chunks": chunks},
-                       prefix=PREFIX)
+    _journal(cfg).write_json(fixity_id, "plan.json", {"started_at": now.isoformat(), "chunks": chunks})
     info = {"fixity_id": fixity_id, "online_files": n_online, "offline_objects_due": share,
             "offline_objects_total": total_offline, "offline_rows": n_offline, "chunks": chunks}
     log.info("fixity plan %s: %d online file(s), %d of %d offline object(s) due", fixity_id, n_online, share,
@@ -139,7 +142,7 @@ def verify_chunk(cfg: Config, fixity_id: str, chunk: str) -> dict[str, Any]:
             by_object.setdefault(r["uri"], []).append(r)
         for uri, members in by_object.items():
             out.extend(_verify_object(loc, uri, members))
-    journal.write_table(cfg.work, fixity_id, name, pa.Table.from_pylist(out, schema=RESULT_SCHEMA), prefix=PREFIX)
+    _journal(cfg).write_table(fixity_id, name, pa.Table.from_pylist(out, schema=RESULT_SCHEMA))
     bad = sum(1 for r in out if r["status"] != "ok")
     log.info("fixity %s %s: %d checked, %d problem(s)", fixity_id, chunk, len(out), bad)
     return {"chunk": chunk, "checked": len(out), "problems": bad}
@@ -148,7 +151,7 @@ def verify_chunk(cfg: Config, fixity_id: str, chunk: str) -> dict[str, Any]:
 def _verify_object(loc: Location, uri: str, members: list[dict[str, Any]]) -> list[dict[str, Any]]:
     path = loc.path_of_uri(uri)
     try:
-        data = store.read_local(path) if loc.is_local else loc.fs.cat_file(path)
+        data = store.read(loc, path)
     except FileNotFoundError:
         return [_result("offline", m, "missing", None, "the catalogued offline object does not exist")
                 for m in members]
@@ -175,10 +178,10 @@ def _unjudged(cfg: Config, tier: str) -> set[str]:
     """
     skip: set[str] = set()
     if tier == "online":
-        for b in journal.open_batches(cfg.work):
+        for b in journal.ingest(cfg.work).open_runs():
             for name in (journal.STAGED, journal.STORED):
-                if journal.has(cfg.work, b, name):
-                    t = journal.read_table(cfg.work, b, name, columns=["dst_uri"]).column("dst_uri").to_pylist()
+                if journal.ingest(cfg.work).has(b, name):
+                    t = journal.ingest(cfg.work).read_table(b, name, columns=["dst_uri"]).column("dst_uri").to_pylist()
                     skip.update(u for u in t if u)
     return skip
 
@@ -188,15 +191,17 @@ def reconcile(cfg: Config, fixity_id: str, tier: str) -> dict[str, Any]:
     name = f"result-reconcile-{tier}.parquet"
     if _exists(cfg, fixity_id, name):
         return {"tier": tier, "orphans": _read(cfg, fixity_id, name).num_rows, "resumed": True}
-    started = dt.datetime.fromisoformat(journal.read_json(cfg.work, fixity_id, "plan.json", prefix=PREFIX)
+    started = dt.datetime.fromisoformat(_journal(cfg).read_json(fixity_id, "plan.json")
                                         ["started_at"])
     loc = cfg.online if tier == "online" else cfg.offline
     listing = []
     cutoff = started.timestamp()
     for path, _size in store.iter_files(loc):
         try:
-            mtime = os.lstat(path).st_mtime if loc.is_local else loc.fs.info(path)["LastModified"].timestamp()
-        except (FileNotFoundError, KeyError, AttributeError):
+            mtime = store.modified(loc, path)
+        except (KeyError, AttributeError):
+            continue
+        if mtime is None:
             continue
         if mtime < cutoff:
             listing.append(loc.uri(path))
@@ -215,13 +220,13 @@ def reconcile(cfg: Config, fixity_id: str, tier: str) -> dict[str, Any]:
                    "lifecycle journal, then re-submit or remove it by hand")
     rows = [{"tier": tier, "uri": u, "sop_instance_uid": None, "status": "orphan", "expected_sha256": None,
              "actual_sha256": None, "detail": detail, "repaired": False, "repair": None} for u in orphans]
-    journal.write_table(cfg.work, fixity_id, name, pa.Table.from_pylist(rows, schema=RESULT_SCHEMA), prefix=PREFIX)
+    _journal(cfg).write_table(fixity_id, name, pa.Table.from_pylist(rows, schema=RESULT_SCHEMA))
     log.info("fixity %s reconcile %s: %d file(s) listed, %d orphan(s)", fixity_id, tier, len(listing), len(orphans))
     return {"tier": tier, "listed": len(listing), "orphans": len(orphans)}
 
 
 def _results(cfg: Config, fixity_id: str) -> list[dict[str, Any]]:
-    plan_info = journal.read_json(cfg.work, fixity_id, "plan.json", prefix=PREFIX)
+    plan_info = _journal(cfg).read_json(fixity_id, "plan.json")
     names = [f"result-{c}.parquet" for c in plan_info["chunks"]]
     names += [f"result-reconcile-{t}.parquet" for t in ("online", "offline")]
     rows: list[dict[str, Any]] = []
@@ -253,35 +258,13 @@ def _repair(cfg: Config, con: Any, r: dict[str, Any], verified_ok: dict[tuple[st
             and verified_ok.get(("online", online_uri)):
         data = transfer.read_verified(cfg.online, online_uri, sha)
         path = cfg.offline.path_of_uri(offline_uri)
-        if cfg.offline.is_local:
-            store.write_local(path, data, fsync=True, overwrite=True)
-        else:
-            store.write_object(cfg.offline, path, data, sha, overwrite=True)
+        store.write(cfg.offline, path, data, sha, fsync=True, overwrite=True)
         try:
             transfer.read_verified(cfg.offline, offline_uri, sha)
         except transfer.CorruptCopyError:
             return None
         return "restored from the verified online copy"
     return None
-
-
-def _mtime(loc: Location, path: str) -> float | None:
-    """Modification time of a file (not following links), or None when it is gone."""
-    try:
-        if loc.is_local:
-            return os.lstat(path).st_mtime
-        loc.fs.invalidate_cache(path)
-        return loc.fs.info(path)["LastModified"].timestamp()
-    except (FileNotFoundError, KeyError, AttributeError):
-        return None
-
-
-def _overlaps(a: Location, b: Location) -> bool:
-    """Whether one root lies inside the other (then a move between them is not safe)."""
-    if a.protocol != b.protocol:
-        return False
-    ra, rb = a.root.rstrip("/"), b.root.rstrip("/")
-    return ra == rb or a.contains(rb) or b.contains(ra)
 
 
 def _reenter_one(cfg: Config, fixity_id: str, uri: str, cutoff: float) -> tuple[str, str, str | None]:
@@ -296,20 +279,20 @@ def _reenter_one(cfg: Config, fixity_id: str, uri: str, cutoff: float) -> tuple[
     if any(cfg.ingest.ignored(part) for part in key.split("/")):
         return "left", ("left in the online tier: its name matches one of intake's ignore patterns "
                         f"{list(cfg.ingest.ignore)}, so intake would never take it; rename or remove it by hand"), None
-    if _overlaps(online, landing):
+    if online.overlaps(landing):
         return "left", "left in the online tier: the first landing location overlaps the online tier", None
     dst = landing.path(f"{RESUBMIT_FOLDER}/{ORPHAN_FOLDER}/{fixity_id}/{key}")
     dst_uri = landing.uri(dst)
     reentered = (f"re-entered intake: moved to {dst_uri}; the next ingest catalogues it, counts it as an identical "
                  "duplicate or quarantines it with its reason")
-    mtime = _mtime(online, src)
+    mtime = store.modified(online, src)
     if mtime is None:
         if store.exists(landing, dst):  # an interrupted attempt of this step already moved it
             return "reentered", reentered, store.hash_at(landing, dst)
         return "gone", "no longer in the online tier", None
     if mtime >= cutoff:
         return "left", "left in the online tier: it changed after the audit's listing; the next audit judges it", None
-    if online.is_local and os.path.islink(src):
+    if store.is_link(online, src):
         return "left", "left in the online tier: a symbolic link, not a file; check it by hand", None
     if cfg.ingest.rename and store.same_filesystem(online, landing):
         if not store.move_local(src, dst, fsync=cfg.ingest.fsync):
@@ -320,8 +303,7 @@ def _reenter_one(cfg: Config, fixity_id: str, uri: str, cutoff: float) -> tuple[
     except FileNotFoundError:
         return "gone", "no longer in the online tier", None
     except BaseException:
-        if landing.is_local:  # leave no half-written temporary file in landing
-            store.clean_temp_files({os.path.dirname(dst)}, fixity_id)
+        store.clean_temp(landing, {os.path.dirname(dst)}, fixity_id)  # no half-written file in landing
         raise
     published = store.hash_at(landing, dst)
     source = store.hash_at(online, src)
@@ -354,7 +336,7 @@ def _reenter_orphans(cfg: Config, con: Any, fixity_id: str, results: list[dict[s
         return others + done, counts
     if not orphans:
         return results, counts
-    started = dt.datetime.fromisoformat(journal.read_json(cfg.work, fixity_id, "plan.json", prefix=PREFIX)
+    started = dt.datetime.fromisoformat(_journal(cfg).read_json(fixity_id, "plan.json")
                                         ["started_at"])
     cutoff = started.timestamp()
     con.register("fixity_orphans", pa.table({"uri": pa.array([r["uri"] for r in orphans], pa.string())}))
@@ -363,14 +345,14 @@ def _reenter_orphans(cfg: Config, con: Any, fixity_id: str, results: list[dict[s
             "SELECT DISTINCT online_uri FROM image WHERE online_uri IN (SELECT uri FROM fixity_orphans)").fetchall()}
     finally:
         con.unregister("fixity_orphans")
-    batches = journal.batch_ids(cfg.work)
+    batches = journal.ingest(cfg.work).runs()
     owned = _unjudged(cfg, "online")
     done: list[dict[str, Any]] = []
     for r in orphans:
         if r["uri"] in referenced:  # catalogued since the listing (the catalogue cannot change while we write)
             counts["no_longer_orphans"] += 1
             continue
-        now_batches = journal.batch_ids(cfg.work)
+        now_batches = journal.ingest(cfg.work).runs()
         if now_batches != batches:  # an ingest batch opened meanwhile: learn what it owns
             batches, owned = now_batches, _unjudged(cfg, "online")
         if r["uri"] in owned:
@@ -385,8 +367,7 @@ def _reenter_orphans(cfg: Config, con: Any, fixity_id: str, results: list[dict[s
             row["repaired"], row["repair"] = True, REENTERED
         counts["reentered" if outcome == "reentered" else "left"] += 1
         done.append(row)
-    journal.write_table(cfg.work, fixity_id, REENTRY, pa.Table.from_pylist(done, schema=RESULT_SCHEMA),
-                        prefix=PREFIX)
+    _journal(cfg).write_table(fixity_id, REENTRY, pa.Table.from_pylist(done, schema=RESULT_SCHEMA))
     return others + done, counts
 
 

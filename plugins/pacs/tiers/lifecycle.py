@@ -39,19 +39,19 @@ from pacs.tiers.policy import Policy, load_policy
 
 log = logging.getLogger(__name__)
 
-PREFIX = "lifecycle"
+PREFIX = journal.LIFECYCLE
 BATCH_BYTES = 2 * 1024**3        # about this much per migrate task
 MAX_BATCHES = 256                # mapped tasks per run
 CHUNK_BYTES = 64 * 1024**2       # bytes in flight per put round
 PACK_BYTES = 256 * 1024**2       # a series larger than this is packed in several tars
 
 
+def _journal(cfg: Config) -> journal.Journal:
+    return journal.Journal(cfg.work, journal.LIFECYCLE)
+
+
 def _key(plan_id: str, name: str) -> str:
     return f"{PREFIX}/{plan_id}/{name}"
-
-
-def _plan_id(logical_date: dt.date, run_id: str) -> str:
-    return f"{logical_date:%Y%m%d}-{hashlib.sha256(run_id.encode()).hexdigest()[:10]}"
 
 
 def _register_policy(con: Any, policy: Policy) -> None:
@@ -67,7 +67,7 @@ def plan(cfg: Config, *, logical_date: dt.date, run_id: str = "manual", dry_run:
     """Decide what moves offline at ``logical_date`` and record the plan (catalogue writer)."""
     policy = policy or load_policy(cfg)
     now = now or dt.datetime.now(dt.UTC)
-    plan_id = _plan_id(logical_date, run_id) + ("-dry" if dry_run else "")
+    plan_id = journal.run_key(logical_date, run_id) + ("-dry" if dry_run else "")
     high = low = None
     if policy.high_watermark is not None and policy.online_capacity_bytes:
         high = int(policy.high_watermark * policy.online_capacity_bytes)
@@ -108,7 +108,7 @@ def plan(cfg: Config, *, logical_date: dt.date, run_id: str = "manual", dry_run:
         studies, images, nbytes, nbatches = con.execute(
             "SELECT count(*), coalesce(sum(images), 0), coalesce(sum(bytes), 0), coalesce(max(batch_no) + 1, 0) "
             "FROM lifecycle_plan WHERE plan_id = $p", {"p": plan_id}).fetchall()[0]
-        if not dry_run and not journal.has(cfg.work, plan_id, "images.parquet", prefix=PREFIX):
+        if not dry_run and not _journal(cfg).has(plan_id, "images.parquet"):
             catalogue.write_query(con, cfg.work, _key(plan_id, "images.parquet"),
                                   sql.load("lifecycle_plan_images"), {"plan_id": plan_id})
         catalogue.write_query(con, cfg.work, _key(plan_id, "plan.parquet"),
@@ -133,10 +133,10 @@ def migrate_batch(cfg: Config, plan_id: str, batch_no: int, *, policy: Policy | 
     """Copy one batch of planned images offline and verify them (no catalogue access)."""
     policy = policy or load_policy(cfg)
     done = f"copied-{batch_no:04d}.parquet"
-    if journal.has(cfg.work, plan_id, done, prefix=PREFIX):
-        t = journal.read_table(cfg.work, plan_id, done, prefix=PREFIX)
+    if _journal(cfg).has(plan_id, done):
+        t = _journal(cfg).read_table(plan_id, done)
         return {"batch": batch_no, "files": t.num_rows, "resumed": True}
-    rows = journal.read_table(cfg.work, plan_id, "images.parquet", prefix=PREFIX,
+    rows = _journal(cfg).read_table(plan_id, "images.parquet",
                               filters=[("batch_no", "=", batch_no)]).to_pylist()
     todo = [r for r in rows if not (r["offline_uri"] and r["offline_verified_at"])]
     out: list[dict[str, Any]] = []
@@ -161,7 +161,7 @@ def migrate_batch(cfg: Config, plan_id: str, batch_no: int, *, policy: Policy | 
         out.extend(_copy_files(cfg, chunk, policy))
         moved_bytes += size
     table = pa.Table.from_pylist(out, schema=_COPIED_SCHEMA)
-    journal.write_table(cfg.work, plan_id, done, table, prefix=PREFIX)
+    _journal(cfg).write_table(plan_id, done, table)
     log.info("migrate %s batch %d: %d file(s) copied and verified, %.1f MB", plan_id, batch_no, len(out),
              moved_bytes / 1e6)
     return {"batch": batch_no, "files": len(out), "bytes": moved_bytes, "already_offline": len(rows) - len(todo)}
@@ -220,8 +220,8 @@ def _pack_series(cfg: Config, members: list[dict[str, Any]], policy: Policy) -> 
 
 def _copied_table(cfg: Config, plan_id: str) -> pa.Table:
     """What every finished migrate batch of a plan copied and verified."""
-    tables = [journal.read_table(cfg.work, plan_id, n, prefix=PREFIX) for n in journal.names(cfg.work, plan_id, PREFIX)
-              if n.startswith("copied-") and n.endswith(".parquet")]
+    j = _journal(cfg)
+    tables = [j.read_table(plan_id, n) for n in j.names(plan_id) if n.startswith("copied-") and n.endswith(".parquet")]
     return pa.concat_tables(tables) if tables else _COPIED_SCHEMA.empty_table()
 
 
@@ -232,8 +232,8 @@ def switch_and_purge(cfg: Config, plan_id: str | None, *, logical_date: dt.date,
     params = {"plan_id": plan_id, "now": now, "logical_date": logical_date}
     moved: dict[str, Any] = {}
     with catalogue.opened(cfg.duckdb) as con:
-        if plan_id and journal.has(cfg.work, plan_id, "images.parquet", prefix=PREFIX):
-            planned = journal.read_table(cfg.work, plan_id, "images.parquet", prefix=PREFIX,
+        if plan_id and _journal(cfg).has(plan_id, "images.parquet"):
+            planned = _journal(cfg).read_table(plan_id, "images.parquet",
                                          columns=["sop_instance_uid", "study_instance_uid"])
             con.register("planned_images", planned)
             con.register("copied", _copied_table(cfg, plan_id))

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import datetime as dt
-import hashlib
 import logging
 from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
 
-from pacs import catalogue, store
+from pacs import catalogue, journal, store
 from pacs.catalogue import sql
 from pacs.config import Config
 from pacs.dicom.layout import image_key
@@ -51,14 +50,15 @@ def recall(cfg: Config, *, study_uids: Sequence[str] = (), patient_id: str | Non
     pin = pin_until or (logical_date + dt.timedelta(days=policy.recall_pin_days))
     if not (study_uids or patient_id or accession_number):
         raise RecallError("a recall needs study UIDs, a patient ID or an accession number")
-    recall_id = f"{logical_date:%Y%m%d}-{hashlib.sha256(run_id.encode()).hexdigest()[:10]}"
+    recall_id = journal.run_key(logical_date, run_id)
     with catalogue.opened(cfg.duckdb) as con:
         studies = con.sql(sql.load("recall_select"), params={
             "study_uids": list(study_uids), "patient_id": patient_id, "accession_number": accession_number,
         }).to_arrow_table()
         if studies.num_rows == 0:
-            raise RecallError(f"no catalogued study matches the recall of {_asked(study_uids, patient_id, accession_number)}; "
-                              "check the identifiers (`pacs query` finds a study by its UID)")
+            asked = _asked(study_uids, patient_id, accession_number)
+            raise RecallError(f"no catalogued study matches the recall of {asked}; check the identifiers "
+                              "(`pacs query` finds a study by its UID)")
         con.register("recall_studies", studies)
         images = con.sql(sql.load("recall_images")).to_arrow_table().to_pylist()
         todo = [r for r in images if not (r["online_uri"] and store.exists(

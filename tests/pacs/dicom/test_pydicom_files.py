@@ -186,8 +186,8 @@ def ingested(tmp_path_factory: pytest.TempPathFactory):
         order.append(rel)
     summary = run_ingest(cfg)
     outcomes = {}
-    for b in journal.batch_ids(cfg.work):
-        for row in journal.read_table(cfg.work, b, journal.OUTCOME).to_pylist():
+    for b in journal.ingest(cfg.work).runs():
+        for row in journal.ingest(cfg.work).read_table(b, journal.OUTCOME).to_pylist():
             rel = os.path.relpath(row["source_path"], base / "landing")
             outcomes[rel] = row
     return cfg, summary, outcomes, order, base

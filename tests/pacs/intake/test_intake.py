@@ -194,7 +194,7 @@ KILL_POINTS = {
     "while_renaming": ("pacs.store", "move_verified", "n == 30"),
     "after_store_before_merge": ("pacs.intake", "merge_batches", "n == 1"),
     "in_merge_before_commit": ("pacs.catalogue.db", "run", "args[1] == 'merge_apply'"),
-    "after_commit_before_marker": ("pacs.journal", "mark", "args[2] == 'merged'"),
+    "after_commit_before_marker": ("pacs.journal", "Journal.mark", "args[2] == 'merged'"),
     "while_finalizing": ("pacs.store", "remove", "n == 2"),
     "while_snapshotting": ("pacs.catalogue.snapshot", "_write_parquet", "n == 3"),
 }
@@ -203,7 +203,10 @@ RUNNER = textwrap.dedent("""
     import importlib, os, signal, sys
     sys.path.insert(0, {plugins!r})
     mod = importlib.import_module({module!r})
-    original = getattr(mod, {attr!r})
+    *owners, name = {attr!r}.split(".")
+    for owner in owners:
+        mod = getattr(mod, owner)
+    original = getattr(mod, name)
     calls = {{"n": 0}}
     def killer(*args, **kwargs):
         calls["n"] += 1
@@ -211,7 +214,7 @@ RUNNER = textwrap.dedent("""
         if {cond}:
             os.kill(os.getpid(), signal.SIGKILL)
         return original(*args, **kwargs)
-    setattr(mod, {attr!r}, killer)  # callers look it up on the module, so they get the wrapper
+    setattr(mod, name, killer)  # callers look it up on the module (or class), so they get the wrapper
     from pacs.config import load_config
     from pacs.intake import run_ingest
     run_ingest(load_config({config!r}))
@@ -277,7 +280,7 @@ def test_sigkill_at_any_step_then_rerun(archive, reference_drop, reference_state
     assert got == reference_state[rename]
     assert check(cfg) == []
     # the journal holds no open batch afterwards, and no temporary file is left anywhere
-    assert journal.open_batches(cfg.work) == []
+    assert journal.ingest(cfg.work).open_runs() == []
     leftovers = [p for p in base.rglob("*") if ".pacs-tmp-" in p.name or p.name.endswith(".tmp")]
     assert leftovers == []
 

@@ -44,7 +44,7 @@ def _assert_online_equals_catalogue(cfg: Any) -> None:
 
 
 def _no_open_batches(cfg: Any) -> None:
-    assert journal.open_batches(cfg.work) == []
+    assert journal.ingest(cfg.work).open_runs() == []
 
 
 def _ct(tmp_path: Path, n: int, seed: int = 0) -> list[synth.SynthFile]:
@@ -293,14 +293,14 @@ def test_a_batch_leased_by_a_running_step_is_not_resumed_by_another_run(archive,
         "import sys, time; sys.path.insert(0, sys.argv[1]);"
         "from pacs.config import load_config; from pacs import journal;"
         "cfg = load_config(sys.argv[2]);"
-        "cm = journal.lease(cfg.work, sys.argv[3]); assert cm.__enter__(); print('held', flush=True);"
+        "cm = journal.ingest(cfg.work).lease(sys.argv[3]); assert cm.__enter__(); print('held', flush=True);"
         "time.sleep(60)"), str(ROOT / "plugins"), str(cfg.path), batch], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        assert journal.is_leased(cfg.work, batch)
+        assert journal.ingest(cfg.work).is_leased(batch)
         assert intake.sweep(cfg, run_id="run-b") == []  # run A's batch is left to run A
         assert intake.process_batch(cfg, batch).get("owned_elsewhere") == 1
-        assert not journal.has(cfg.work, batch, journal.STORED)
+        assert not journal.ingest(cfg.work).has(batch, journal.STORED)
     finally:
         holder.kill()
         holder.wait()
@@ -315,12 +315,12 @@ def test_object_storage_leases_are_exclusive_and_released(s3, tmp_path: Path, ar
 
     s3fs_for(s3).mkdir("work-lease")
     cfg = archive(work="s3://work-lease/journal")
-    with journal.lease(cfg.work, "b-0001") as held:
+    with journal.ingest(cfg.work).lease("b-0001") as held:
         assert held
-        assert journal.is_leased(cfg.work, "b-0001")
-        with journal.lease(cfg.work, "b-0001") as second:
+        assert journal.ingest(cfg.work).is_leased("b-0001")
+        with journal.ingest(cfg.work).lease("b-0001") as second:
             assert not second
-    assert not journal.is_leased(cfg.work, "b-0001")
+    assert not journal.ingest(cfg.work).is_leased("b-0001")
 
 
 # --------------------------------------------------------------------------------------------
@@ -404,11 +404,11 @@ def test_object_storage_lease_of_a_dead_owner_is_taken_over_and_a_live_one_is_ke
     # a crashed owner left its lease behind, expired
     dead = cfg.work.path("ingest/b-0002/lease")
     fs.pipe_file(dead, _json.dumps({"owner": "gone:1", "expires": time.time() - 5}).encode())
-    with journal.lease(cfg.work, "b-0002") as held:
+    with journal.ingest(cfg.work).lease("b-0002") as held:
         assert held, "an expired lease is taken over"
     # a live owner renews its lease (heartbeat every third of the TTL): nobody takes it over
     monkeypatch.setattr(journal, "LEASE_TTL_SECONDS", 0.9)
-    with journal.lease(cfg.work, "b-0003") as held:
+    with journal.ingest(cfg.work).lease("b-0003") as held:
         assert held
         time.sleep(2.0)  # more than two TTLs
-        assert journal.is_leased(cfg.work, "b-0003")
+        assert journal.ingest(cfg.work).is_leased("b-0003")

@@ -221,7 +221,12 @@ def test_late_arrivals_for_an_offline_study_land_online_and_move_next_run(archiv
 KILLED = textwrap.dedent("""
     import os, signal, sys, datetime as dt
     sys.path.insert(0, {plugins!r})
-    import {module} as mod
+    import importlib
+    *_pkg, _last = {module!r}.split(".")
+    try:
+        mod = importlib.import_module({module!r})
+    except ModuleNotFoundError:  # a class of a module
+        mod = getattr(importlib.import_module(".".join(_pkg)), _last)
     original = mod.{attr}
     calls = {{"n": 0}}
     def killer(*a, **k):
@@ -238,7 +243,7 @@ KILLED = textwrap.dedent("""
 
 
 @pytest.mark.parametrize(("module", "attr", "cond"), [
-    ("pacs.journal", "write_table", "n == 1"),                          # objects verified, not yet journaled
+    ("pacs.journal.Journal", "write_table", "n == 1"),                       # objects verified, not yet journaled
     ("pacs.catalogue.db", "run", "a[1] == 'lifecycle_switch'"),          # inside the switch transaction
     ("pacs.store", "remove", "n == 3"),                                 # switched and committed, purge half done
 ], ids=["copying", "switching", "purging"])

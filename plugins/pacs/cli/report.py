@@ -1,0 +1,68 @@
+"""``pacs report``: the capacity report from a shell (see :mod:`pacs.reports.capacity`).
+
+Reports at 00:00 UTC of ``--date`` (today by default: a shell user's default; DAG runs pass
+their own date) and writes under the reports location or ``--out-location``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pacs.config import load_config
+from pacs.reports.units import fmt_bytes
+from pacs.store import Location
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pacs report", description="The capacity report (see pacs.reports.capacity).")
+    p.add_argument("--config", help="configuration file (default: $PACS_CONFIG or config/pacs.yaml)")
+    p.add_argument("--date", type=dt.date.fromisoformat,
+                   help="report date YYYY-MM-DD: images received before that day 00:00 UTC (default: today)")
+    p.add_argument("--out-location", help="where to write (a folder or s3:// URL; default: the reports location)")
+    p.add_argument("--source", choices=("live", "snapshot"), help="read the live catalogue or the Parquet snapshot")
+    p.add_argument("--json", action="store_true", help="print the key figures as JSON")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def _out_location(url: str) -> Location:
+    """``--out-location``: a folder (relative to the working directory) or an fsspec URL."""
+    if "://" in url and not url.startswith("file://"):
+        return Location(name="report output", url=url)
+    return Location(name="report output", url=os.path.abspath(url.removeprefix("file://")))
+
+
+def _print_summary(result: dict[str, Any]) -> None:
+    """The report's path and key figures, for a person."""
+    s = result["summary"]
+    print(f"Capacity report {s['report_date']}: {result['report']}")
+    print(f"  archive {fmt_bytes(s['bytes'])} in {s['studies']:,} studies; online {fmt_bytes(s['online_bytes'])}"
+          + (f" ({s['online_utilisation_pct']:.1f} % of capacity)" if s["online_utilisation_pct"] is not None
+             else ""))
+    print(f"  forecast: {s['forecast']}" + (f", reaches the threshold on {s['threshold_crossing']}"
+                                            if s["threshold_crossing"] else ""))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from pacs.reports.extract import as_of_for  # the report's numpy/pyarrow/DuckDB stack: not for --help
+    from pacs.reports.publish import run_report
+
+    cfg = load_config(args.config)
+    day = args.date or dt.datetime.now(dt.UTC).date()  # a shell user's default; DAG runs pass their date
+    out = _out_location(args.out_location) if args.out_location else None
+    result = run_report(cfg, as_of_for(day), out=out, source=args.source)
+    if args.json:
+        print(json.dumps(result, indent=1, default=str))
+    else:
+        _print_summary(result)
+    return 0
