@@ -51,7 +51,7 @@ CHILD = textwrap.dedent("""
     from pacs.tiers.policy import load_policy
     t1 = time.perf_counter()
     cfg = load_config({config!r})
-    settings, policy = capacity.load_settings(cfg), load_policy(cfg)
+    settings, policy = cfg.capacity, cfg.policy
     ex = capacity.extract(cfg, capacity.as_of_for(dt.date.fromisoformat({date!r})), policy=policy, settings=settings)
     t2 = time.perf_counter()
     report = capacity.build_report(cfg, ex, policy=policy, settings=settings, charts=False)

@@ -1,19 +1,98 @@
 """PACS archive data platform: intake, tiered storage and capacity reporting on Airflow.
 
-The package holds all the logic; the DAG files in ``dags/`` only wire tasks to it.
-Modules, one concern each:
+The package holds all the logic; the DAG files in ``dags/`` only wire tasks to it (through
+:mod:`pacs.dagkit`, which loads none of the data stack). Each concept the README names has one
+room, found by its name. The table of contents, every module (a test keeps it complete):
 
-- ``config``      the YAML configuration, locations and their filesystems
-- ``storage``     copy-and-hash, atomic writes and deletes on fsspec locations
-- ``dicom``       header reading with pydicom (header only, never pixel data)
-- ``validation``  reason codes and the rules that produce them
-- ``layout``      deterministic tier paths built from validated UIDs only
-- ``catalogue``   the DuckDB catalogue: schema, merge, Parquet snapshot
-- ``journal``     the ingest work journal that makes every step resumable
-- ``ingest``      sweep, process, merge and finalize steps of ``pacs_ingest``
-- ``quarantine``  quarantined files and their re-submission
-- ``synth``       synthetic archives for the demo, tests and benchmarks
-- ``cli``         the ``pacs`` command
+Shared
+  - ``config``               the YAML configuration, every section validated at load
+  - ``sizes``                sizes as people write them ("20 TB", "500 GiB")
+  - ``errors``               every error: one root, terminal (fail at once) or transient (retry)
+  - ``dagkit``               what DAG files import at parse time: pool, assets, default args, task, date
+  - ``alerts``               failure alerts of the DAGs (log, JSON record, optional webhook)
+  - ``demo``                 ``make demo``: a synthetic hospital through ``pacs_ingest``
+
+Store: where bytes live
+  - ``store``                the one interface: publish, copy, read, hash, list, remove, lock
+  - ``store.location``       a place in a tier and its key ↔ path ↔ URI
+  - ``store.local``          the local-folder backend (no-replace publish, verified rename, flock)
+  - ``store.objects``        the object-storage backend (checksummed conditional puts, lease object)
+  - ``store.common``         what both backends share (hashing, temporary names)
+  - ``store.transfer``       bulk verified puts, ranged verified reads, series packing
+
+DICOM
+  - ``dicom``                the header reader's public names
+  - ``dicom.columns``        the one column table (keyword, column, kind, Arrow type)
+  - ``dicom.header``         header reading with pydicom (header only, never pixel data)
+  - ``dicom.validation``     reason codes and the rules that produce them
+  - ``dicom.layout``         tier paths built from validated UIDs only
+
+Catalogue
+  - ``catalogue``            the DuckDB catalogue's public names
+  - ``catalogue.db``         connections (one writer), transactions, schema, memory bound
+  - ``catalogue.sql``        named SQL from ``include/sql``
+  - ``catalogue.merge``      decide, record placements, apply (the catalogue's side of the merge)
+  - ``catalogue.snapshot``   the Parquet snapshot: written after every change, read consistently
+  - ``catalogue.checks``     ``summary`` and the invariant ``check``
+
+Journal
+  - ``journal``              the runs of every workflow, typed steps, leases
+
+Intake (``pacs_ingest``)
+  - ``intake``               the steps in order, and ``run_ingest``
+  - ``intake.landing``       the sweep: settled landing files into batch manifests
+  - ``intake.process``       read, hash, parse, validate and store each file of a batch
+  - ``intake.merge``         the single writer takes batches in (decide → place → apply)
+  - ``intake.finalize``      landing files removed once their outcome is committed
+  - ``intake.quarantine``    rejects with their reason and original bytes; re-submission
+  - ``intake.staged``        the staged row and its status
+
+Tiers (``pacs_lifecycle``, ``pacs_recall``, ``pacs_fixity``)
+  - ``tiers``                the online and offline tiers
+  - ``tiers.policy``         the lifecycle policy
+  - ``tiers.lifecycle``      plan, migrate online → offline, switch, purge
+  - ``tiers.recall``         studies back online, verified and pinned
+  - ``tiers.fixity``         verify both tiers, reconcile listings, repair
+
+Reports (``pacs_capacity_report``)
+  - ``reports``              capacity and forecast
+  - ``reports.capacity``     the capacity report's public names
+  - ``reports.settings``     the ``capacity:`` settings
+  - ``reports.extract``      the catalogue extract a report is computed from
+  - ``reports.figures``      every figure of the report
+  - ``reports.forecast``     the ingest model and the online-tier projection
+  - ``reports.charts``       the charts (SVG)
+  - ``reports.html``         the self-contained HTML page
+  - ``reports.publish``      publishing the report's files
+  - ``reports.tables``       Arrow helpers of the report
+  - ``reports.units``        GB, TB, months and bytes as text
+
+Analysts
+  - ``analyst``              SQL over the catalogue for analysts
+  - ``analyst.query``        snapshot reads, ``--live``, ``--deidentified``, output formats
+  - ``analyst.views``        the analysts' views
+  - ``analyst.deid``         keyed pseudonyms and the de-identified views
+
+Command line (argument parsing only)
+  - ``cli``                  the ``pacs`` command
+  - ``cli.__main__``         ``python -m pacs.cli``
+  - ``cli.query``            ``pacs query``
+  - ``cli.report``           ``pacs report``
+  - ``cli.synth``            ``pacs synth``
+  - ``cli.tiers``            ``pacs lifecycle``, ``pacs recall``, ``pacs fixity``
+
+Synthetic data (demo, tests, benchmarks)
+  - ``synth``                the generators' public names
+  - ``synth.__main__``       ``python -m pacs.synth``
+  - ``synth.archive``        a realistic hospital archive
+  - ``synth.bad``            the bad set and duplicates
+  - ``synth.builder``        the state of one generation run
+  - ``synth.bulk``           benchmark sets (CT slices, small files)
+  - ``synth.encode``         DICOM byte encoding
+  - ``synth.modalities``     per-modality vocabulary
+  - ``synth.model``          what a run writes (files, results, records)
+  - ``synth.pixels``         seeded pixel content
+  - ``synth.series``         one series' bytes
 """
 
 __version__ = "0.1.0"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,10 @@ import yaml
 from fsspec.utils import infer_storage_options
 
 from pacs.errors import ConfigError
+from pacs.reports.settings import CapacitySettings, parse_settings
+from pacs.sizes import parse_size as parse_size  # re-exported: config.parse_size
 from pacs.store.location import Location
+from pacs.tiers.policy import Policy, read_policy
 
 DEFAULT_CONFIG = "config/pacs.yaml"
 SECRET_OPTION_KEYS = {"key", "secret", "token", "password", "aws_secret_access_key", "aws_access_key_id"}
@@ -75,28 +78,10 @@ def _location(name: str, raw: Any, base: Path) -> Location:
     return Location(name=name, url=url, storage_options=options, conn_id=conn_id)
 
 
-def parse_size(value: Any, where: str) -> int | None:
-    """Parse ``"20 TB"``, ``"500GiB"``, or an int of bytes; None stays None."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise ConfigError(f"{where}: expected a size, got {value!r}")
-    if isinstance(value, int | float):
-        return int(value)
-    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGTP]i?B|B)?\s*", str(value), re.IGNORECASE)
-    if not m:
-        raise ConfigError(f"{where}: {value!r} is not a size (e.g. 500 GB, 20 TiB)")
-    number, unit = float(m.group(1)), (m.group(2) or "B").upper()
-    powers = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "PB": 10**15,
-              "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "PIB": 2**50}
-    return int(number * powers[unit])
-
-
 @dataclass(frozen=True)
 class IngestSettings:
-    """Tuning of ``pacs_ingest``."""
+    """Tuning of ``pacs_ingest`` (its schedule is the DAG's: ``PACS_INGEST_SCHEDULE``)."""
 
-    schedule: str | None = "*/15 * * * *"
     batch_size: int = 2000
     max_files_per_run: int = 200_000
     workers: int = max(1, min(os.cpu_count() or 1, 8))  # processes per batch
@@ -111,7 +96,7 @@ class IngestSettings:
 
 @dataclass(frozen=True)
 class Config:
-    """The loaded configuration; see README "Configuration reference"."""
+    """The loaded configuration, every section validated; see README "Configuration reference"."""
 
     path: Path
     landing: tuple[Location, ...]
@@ -124,9 +109,8 @@ class Config:
     parquet: Location
     settle_seconds: int
     ingest: IngestSettings
-    policy_raw: Any
-    capacity_raw: dict[str, Any]
-    raw: dict[str, Any] = field(repr=False, compare=False)
+    policy: Policy
+    capacity: CapacitySettings
 
     @property
     def base(self) -> Path:
@@ -137,12 +121,17 @@ class Config:
 
 
 _TOP_KEYS = {"landing", "online", "offline", "quarantine", "catalogue", "settle_seconds", "policy",
-             "work", "reports", "ingest", "capacity", "lifecycle", "fixity", "recall"}
+             "work", "reports", "ingest", "capacity"}
+# Keys earlier versions read and this one does not: named, so that nobody believes they still act.
+_DEAD_KEYS = {
+    "lifecycle": "the lifecycle policy is the 'policy' key (inline, or a file path)",
+    "fixity": "fixity is tuned by policy.fixity_offline_weeks and scheduled by PACS_FIXITY_SCHEDULE",
+    "recall": "recalls are pinned for policy.recall_pin_days",
+}
+_DEAD_INGEST_KEYS = {"schedule": "the ingest schedule is the DAG's: set PACS_INGEST_SCHEDULE"}
 
 
-def load_config(path: str | os.PathLike[str] | None = None) -> Config:
-    """Load and validate the configuration named by ``path`` or ``$PACS_CONFIG``."""
-    cfg_path = Path(path or os.environ.get("PACS_CONFIG") or DEFAULT_CONFIG).resolve()
+def _read_mapping(cfg_path: Path) -> dict[str, Any]:
     if not cfg_path.is_file():
         raise ConfigError(f"configuration file {cfg_path} does not exist (set PACS_CONFIG)")
     try:
@@ -151,61 +140,83 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(f"{cfg_path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{cfg_path}: the top level must be a mapping")
+    for key in sorted(set(raw) & set(_DEAD_KEYS)):
+        raise ConfigError(f"{cfg_path}: '{key}' is no longer read ({_DEAD_KEYS[key]}); remove it")
     unknown = set(raw) - _TOP_KEYS
     if unknown:
-        raise ConfigError(f"{cfg_path}: unknown top-level key(s) {sorted(unknown)}")
-    raw = _interpolate(raw, cfg_path.name)
-    base = cfg_path.parent
+        raise ConfigError(f"{cfg_path}: unknown top-level key(s) {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}")
     for key in ("landing", "online", "offline", "quarantine", "catalogue"):
         if key not in raw:
             raise ConfigError(f"{cfg_path}: missing required key '{key}'")
-    landing_raw = raw["landing"]
-    if isinstance(landing_raw, str | dict):
-        landing_raw = [landing_raw]
-    if not isinstance(landing_raw, list) or not landing_raw:
+    return _interpolate(raw, cfg_path.name)
+
+
+def _landing(raw: Any, base: Path) -> tuple[Location, ...]:
+    items = [raw] if isinstance(raw, str | dict) else raw
+    if not isinstance(items, list) or not items:
         raise ConfigError("landing: expected a non-empty list of locations")
-    landing = tuple(_location(f"landing[{i}]", item, base) for i, item in enumerate(landing_raw))
-    cat = raw["catalogue"]
+    return tuple(_location(f"landing[{i}]", item, base) for i, item in enumerate(items))
+
+
+def _duckdb_path(cat: Any, base: Path) -> Path:
     if not isinstance(cat, dict) or "duckdb" not in cat or "parquet" not in cat:
         raise ConfigError("catalogue: expected a mapping with 'duckdb' (a file path) and 'parquet' (a location)")
-    duckdb_path = Path(str(cat["duckdb"]))
-    if not duckdb_path.is_absolute():
-        duckdb_path = (base / duckdb_path).resolve()
-    online = _location("online", raw["online"], base)
-    work_default = str(duckdb_path.parent / "work")
-    reports_default = str(duckdb_path.parent / "reports")
-    settle = raw.get("settle_seconds", 60)
-    if not isinstance(settle, int) or isinstance(settle, bool) or settle < 0:
-        raise ConfigError(f"settle_seconds: expected a non-negative integer, got {settle!r}")
-    ingest_raw = raw.get("ingest") or {}
-    if not isinstance(ingest_raw, dict):
+    unknown = set(cat) - {"duckdb", "parquet"}
+    if unknown:
+        raise ConfigError(f"catalogue: unknown key(s) {sorted(unknown)}; allowed: ['duckdb', 'parquet']")
+    path = Path(str(cat["duckdb"]))
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def _settle(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(f"settle_seconds: expected a non-negative integer, got {value!r}")
+    return value
+
+
+def _ingest(raw: Any) -> IngestSettings:
+    raw = raw or {}
+    if not isinstance(raw, dict):
         raise ConfigError("ingest: expected a mapping")
+    for key in sorted(set(raw) & set(_DEAD_INGEST_KEYS)):
+        raise ConfigError(f"ingest.{key} is no longer read ({_DEAD_INGEST_KEYS[key]}); remove it")
     allowed = set(IngestSettings.__dataclass_fields__)
-    bad = set(ingest_raw) - allowed
+    bad = set(raw) - allowed
     if bad:
         raise ConfigError(f"ingest: unknown key(s) {sorted(bad)}; allowed: {sorted(allowed)}")
-    ingest_kwargs = dict(ingest_raw)
-    if "ignore" in ingest_kwargs:
-        ingest_kwargs["ignore"] = tuple(ingest_kwargs["ignore"] or ())
+    kwargs = dict(raw)
+    if "ignore" in kwargs:
+        kwargs["ignore"] = tuple(kwargs["ignore"] or ())
     for k in ("batch_size", "max_files_per_run", "workers", "merge_chunk_rows"):
-        if k in ingest_kwargs and (not isinstance(ingest_kwargs[k], int) or ingest_kwargs[k] < 1):
-            raise ConfigError(f"ingest.{k}: expected a positive integer, got {ingest_kwargs[k]!r}")
-    capacity = raw.get("capacity") or {}
-    if not isinstance(capacity, dict):
-        raise ConfigError("capacity: expected a mapping")
+        if k in kwargs and (isinstance(kwargs[k], bool) or not isinstance(kwargs[k], int) or kwargs[k] < 1):
+            raise ConfigError(f"ingest.{k}: expected a positive integer, got {kwargs[k]!r}")
+    for k in ("fsync", "rename"):
+        if k in kwargs and not isinstance(kwargs[k], bool):
+            raise ConfigError(f"ingest.{k}: expected true or false, got {kwargs[k]!r}")
+    return IngestSettings(**kwargs)
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load the configuration named by ``path`` or ``$PACS_CONFIG`` and validate every section
+    (locations, catalogue, ingest, the lifecycle policy and the capacity settings) now, so that
+    a mistake anywhere fails the first command or task with the key named."""
+    cfg_path = Path(path or os.environ.get("PACS_CONFIG") or DEFAULT_CONFIG).resolve()
+    raw = _read_mapping(cfg_path)
+    base = cfg_path.parent
+    duckdb_path = _duckdb_path(raw["catalogue"], base)
+    capacity = parse_settings(raw.get("capacity"))
     return Config(
         path=cfg_path,
-        landing=landing,
-        online=online,
+        landing=_landing(raw["landing"], base),
+        online=_location("online", raw["online"], base),
         offline=_location("offline", raw["offline"], base),
         quarantine=_location("quarantine", raw["quarantine"], base),
-        work=_location("work", raw.get("work", work_default), base),
-        reports=_location("reports", raw.get("reports", reports_default), base),
+        work=_location("work", raw.get("work", str(duckdb_path.parent / "work")), base),
+        reports=_location("reports", raw.get("reports", str(duckdb_path.parent / "reports")), base),
         duckdb=duckdb_path,
-        parquet=_location("catalogue.parquet", cat["parquet"], base),
-        settle_seconds=settle,
-        ingest=IngestSettings(**ingest_kwargs),
-        policy_raw=raw.get("policy"),
-        capacity_raw=capacity,
-        raw=raw,
+        parquet=_location("catalogue.parquet", raw["catalogue"]["parquet"], base),
+        settle_seconds=_settle(raw.get("settle_seconds", 60)),
+        ingest=_ingest(raw.get("ingest")),
+        policy=read_policy(raw.get("policy"), base, online_capacity=capacity.online_bytes),
+        capacity=capacity,
     )

@@ -218,9 +218,7 @@ def prepare(cfg: Config, *, var: Path = VAR, now: dt.datetime | None = None) -> 
     roots = {os.path.relpath(p, top) for n, p in locs.items() if n != _DUCKDB}
     record = {"made_by": "make demo", "created": stamp, "config": str(cfg.path),
               "roots": sorted(roots.union(kept)), "catalogue": os.path.relpath(locs[_DUCKDB], top)}
-    tmp = Path(top, MARKER + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, Path(top, MARKER))
+    store.put(store.Location("demo", top), os.path.join(top, MARKER), (json.dumps(record, indent=2) + "\n").encode())
     for loc in cfg.landing:
         os.makedirs(loc.root, exist_ok=True)
     return Path(top)

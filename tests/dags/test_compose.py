@@ -23,7 +23,6 @@ import yaml
 
 from pacs.config import Config, load_config
 from pacs.dagkit import POOL
-from pacs.tiers.policy import load_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yaml"
@@ -245,7 +244,7 @@ def test_docker_config_keeps_the_archive_on_the_shared_volumes(docker_config: Co
     assert {data_volume_of(p) for p in (str(cfg.duckdb), cfg.work.url, cfg.parquet.url)} == {"pacs-catalogue"}
     assert cfg.offline.protocol == "s3" and cfg.offline.conn_id == "aws_pacs_offline"
     assert cfg.settle_seconds == 60
-    assert load_policy(cfg) is not None  # policy: lifecycle.yaml beside it, i.e. in the config mount
+    assert cfg.policy is not None  # policy: lifecycle.yaml beside it, i.e. in the config mount
 
 
 def test_apiserver_publishes_8080(services: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from pacs.config import ConfigError, load_config, parse_size
-from pacs.tiers.policy import PolicyError, load_policy, parse_policy
+from pacs.tiers.policy import PolicyError, parse_policy
 
 
 def _write(tmp_path: Path, data: dict) -> Path:
@@ -99,7 +99,7 @@ def test_policy_defaults_and_overrides(tmp_path: Path) -> None:
     assert pol.retention_years(["CT", "MG"]) == 10
     assert pol.hold_patients == {"P1"} and pol.online_capacity_bytes == 10 * 10**12
     cfg = load_config(_write(tmp_path, dict(BASE, policy={"online_retention_years": 5})))
-    assert load_policy(cfg).online_retention_years == 5
+    assert cfg.policy.online_retention_years == 5
 
 
 @pytest.mark.parametrize(
@@ -138,3 +138,41 @@ def test_offline_credentials_from_an_airflow_connection(tmp_path: Path, s3, monk
     fs = cfg.offline.fs
     fs.pipe_file(cfg.offline.path("probe.txt"), b"through the connection")
     assert s3fs_for(s3).cat_file("conn-bucket/archive/probe.txt") == b"through the connection"
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"policy": {"online_retention_yeras": 3}}, r"policy: unknown key\(s\) \['online_retention_yeras'\]"),
+    ({"policy": {"watermarks": {"high": 0.9}}}, "policy.watermarks: needs the online capacity"),
+    ({"capacity": {"price_per_gb": 1}}, r"capacity.*price_per_gb"),
+    ({"capacity": {"forecast_months": 0}}, "capacity.forecast_months"),
+    ({"ingest": {"fsync": "yes"}}, "ingest.fsync: expected true or false"),
+    ({"catalogue": {"duckdb": "c.duckdb", "parquet": "pq", "memory": "1GB"}}, r"catalogue: unknown key\(s\)"),
+], ids=["policy-typo", "policy-watermarks", "capacity-typo", "capacity-value", "ingest-bool", "catalogue-key"])
+def test_every_section_is_validated_when_the_configuration_loads(tmp_path: Path, change: dict,
+                                                                 message: str) -> None:
+    """A typo in the lifecycle policy or the capacity settings fails the first command, not the
+    nightly lifecycle or report run hours later."""
+    with pytest.raises(ConfigError, match=message):
+        load_config(_write(tmp_path, {**BASE, **change}))
+
+
+def test_a_policy_file_is_read_and_validated_at_load(tmp_path: Path) -> None:
+    path = _write(tmp_path, {**BASE, "policy": "lifecycle.yaml"})
+    (path.parent / "lifecycle.yaml").write_text("online_retention_years: 4\nmodality_overrides: {MG: 10}\n")
+    cfg = load_config(path)
+    assert cfg.policy.online_retention_years == 4 and cfg.policy.modality_overrides == {"MG": 10.0}
+    (path.parent / "lifecycle.yaml").write_text("online_retention_years: -1\n")
+    with pytest.raises(PolicyError, match=r"policy\.online_retention_years"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"lifecycle": {"schedule": "@daily"}}, "'lifecycle' is no longer read"),
+    ({"fixity": {}}, "'fixity' is no longer read"),
+    ({"recall": {"pin_days": 30}}, "'recall' is no longer read"),
+    ({"ingest": {"schedule": "*/5 * * * *"}}, "ingest.schedule is no longer read.*PACS_INGEST_SCHEDULE"),
+    ({"retention": 5}, r"unknown top-level key\(s\) \['retention'\]"),
+])
+def test_dead_and_unknown_keys_are_refused_by_name(tmp_path: Path, change: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(_write(tmp_path, {**BASE, **change}))

@@ -1,8 +1,7 @@
 """Analysts' SQL over the catalogue: ``pacs query "SQL"``.
 
-Owns how analysts read the catalogue without ever blocking or breaking the ingest merge, the
-analysts' views (``include/sql/views.sql``) and the de-identified views
-(``include/sql/views_deid.sql``).
+Owns how analysts read the catalogue without ever blocking or breaking the ingest merge; the
+views are :mod:`pacs.analyst.views` and :mod:`pacs.analyst.deid`.
 
 **Reads never touch the merge's file.** By default a query runs in a throw-away in-memory DuckDB
 whose tables ``patient``, ``study``, ``series``, ``image``, ``quarantine`` and ``ingest_batch``
@@ -19,25 +18,18 @@ waits (with :func:`pacs.catalogue.connect`'s backoff) while the merge holds the 
 query is interrupted after ``--max-seconds`` (default 30 s) so it can delay a merge by at most
 that long, far below the merge's own 300 s lock timeout.
 
-**De-identified** (``--deidentified``): the views of ``views_deid.sql`` use a keyed pseudonym
-(HMAC-SHA256, key from ``$PACS_PSEUDONYM_KEY``, or the Airflow Variable ``pacs_pseudonym_key``
-inside an Airflow task) and are materialised into a fresh database that holds only them: no raw
-table, no pseudonym function (so a known patient ID cannot be hashed to find its key), and no
-file access (``enable_external_access = false``, configuration locked). Without a key the command
+**De-identified** (``--deidentified``): only the de-identified views, materialised into a fresh
+database that holds nothing else (see :mod:`pacs.analyst.deid`). Without a key the command
 refuses; there is no default key.
 """
 
 from __future__ import annotations
 
 import decimal
-import hmac
 import io
 import json
 import logging
-import os
-import re
 import threading
-from collections.abc import Sequence
 from typing import Any
 
 import duckdb
@@ -46,71 +38,13 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from pacs import catalogue
+from pacs.analyst import deid
+from pacs.analyst.views import add_views
 from pacs.catalogue import with_snapshot
 from pacs.config import Config
 from pacs.errors import QueryError
 
 log = logging.getLogger(__name__)
-
-KEY_ENV = "PACS_PSEUDONYM_KEY"
-KEY_VARIABLE = "pacs_pseudonym_key"
-MIN_KEY_LENGTH = 16
-PSEUDONYM_HEX = 32  # 128 bits of the HMAC: collisions are negligible for any archive
-ANALYST_VIEWS = ("study_patient", "daily_volume", "modality_mix", "study_tier_status", "study_tier_bytes")
-DEID_VIEWS = ("deid_patient", "deid_study", "deid_series", "deid_daily_volume", "deid_modality_mix")
-
-
-# ---------------------------------------------------------------------------------------------
-# pseudonyms
-# ---------------------------------------------------------------------------------------------
-
-def pseudonym_key() -> bytes | None:
-    """The pseudonym key: ``$PACS_PSEUDONYM_KEY``, or inside an Airflow task the Variable
-    ``pacs_pseudonym_key``; None when neither is set."""
-    value = os.environ.get(KEY_ENV)
-    if not value and os.environ.get("AIRFLOW_CTX_DAG_ID"):
-        from airflow.sdk import Variable
-
-        value = Variable.get(KEY_VARIABLE, default=None)
-    return value.encode() if value else None
-
-
-def require_key(key: bytes | None) -> bytes:
-    if not key:
-        raise QueryError(f"--deidentified needs the pseudonym key: set {KEY_ENV} (or the Airflow Variable "
-                         f"{KEY_VARIABLE}); there is no default key, so nothing was read")
-    if len(key) < MIN_KEY_LENGTH:
-        raise QueryError(f"{KEY_ENV} is too short ({len(key)} bytes); use at least {MIN_KEY_LENGTH} random bytes, "
-                         "e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`")
-    return key
-
-
-def pseudonym(key: bytes, kind: str, value: str) -> str:
-    """The pseudonymous key of an identifier: HMAC-SHA256(key, kind NUL value), 32 hex digits."""
-    return hmac.digest(key, f"{kind}\x00{value}".encode(), "sha256").hex()[:PSEUDONYM_HEX]
-
-
-def _register_pseudonym(con: duckdb.DuckDBPyConnection, key: bytes) -> None:
-    def fn(kind: pa.Array, value: pa.Array) -> pa.Array:
-        out = [None if v is None else pseudonym(key, k, v)
-               for k, v in zip(kind.to_pylist(), value.to_pylist(), strict=True)]
-        return pa.array(out, type=pa.string())
-
-    con.create_function("pacs_pseudonym", fn, ["VARCHAR", "VARCHAR"], "VARCHAR", type="arrow",
-                        null_handling="special", side_effects=False)
-
-
-# ---------------------------------------------------------------------------------------------
-# views and queries
-# ---------------------------------------------------------------------------------------------
-
-def add_views(con: duckdb.DuckDBPyConnection, *, key: bytes | None = None) -> None:
-    """The analysts' views, and the de-identified ones when a pseudonym key is given."""
-    catalogue.run(con, "views")
-    if key is not None:
-        _register_pseudonym(con, key)
-        catalogue.run(con, "views_deid")
-
 
 def _interrupt_after(con: duckdb.DuckDBPyConnection, seconds: float | None) -> threading.Timer | None:
     if not seconds:
@@ -132,38 +66,12 @@ def _run(con: duckdb.DuckDBPyConnection, query: str, max_seconds: float | None) 
             timer.cancel()
 
 
-def referenced_deid_views(query: str) -> list[str]:
-    """The de-identified views a query names (a superset: a name inside a string counts too)."""
-    return [v for v in DEID_VIEWS if re.search(rf"\b{v}\b", query, re.IGNORECASE)]
-
-
-def _deidentified(con: duckdb.DuckDBPyConnection, key: bytes, needed: Sequence[str]) -> dict[str, pa.Table]:
-    """The de-identified views as Arrow tables: those ``needed`` in full, the others empty.
-
-    Hashing is the cost (about a million pseudonyms per few seconds), so only what the query
-    reads is computed; the others keep their columns for DESCRIBE and SHOW TABLES.
-    """
-    add_views(con, key=key)
-    return {name: (con.table(name) if name in needed else con.table(name).limit(0)).to_arrow_table()
-            for name in DEID_VIEWS}
-
-
-def deidentified_connection(tables: dict[str, pa.Table]) -> duckdb.DuckDBPyConnection:
-    """A fresh database holding only the de-identified tables, with file access switched off."""
-    con = duckdb.connect()
-    for name, table in tables.items():
-        con.from_arrow(table).create(name)
-    con.execute("SET enable_external_access = false")
-    con.execute("SET lock_configuration = true")
-    return con
-
-
 def run_query(cfg: Config, query: str, *, live: bool = False, deidentified: bool = False,
               key: bytes | None = None, timeout: float = 60.0, max_seconds: float | None = 30.0,
               wait: float = 120.0) -> pa.Table:
     """Run an analyst's query; see the module docstring for how it avoids the merge."""
     if deidentified:
-        key = require_key(key if key is not None else pseudonym_key())
+        key = deid.require_key(key if key is not None else deid.pseudonym_key())
     if live:
         if not cfg.duckdb.exists():
             raise QueryError(f"the catalogue {cfg.duckdb} does not exist yet (run pacs_ingest first)")
@@ -173,7 +81,8 @@ def run_query(cfg: Config, query: str, *, live: bool = False, deidentified: bool
                 assert key is not None
                 timer = _interrupt_after(con, max_seconds)
                 try:
-                    tables = _deidentified(con, key, referenced_deid_views(query))
+                    add_views(con, key=key)
+                    tables = deid.deidentified(con, deid.referenced_deid_views(query))
                 finally:
                     if timer is not None:
                         timer.cancel()
@@ -184,14 +93,19 @@ def run_query(cfg: Config, query: str, *, live: bool = False, deidentified: bool
             con.close()
     elif deidentified:
         assert key is not None
-        tables = with_snapshot(cfg.parquet, lambda c: _deidentified(c, key, referenced_deid_views(query)), wait=wait)
+        needed = deid.referenced_deid_views(query)
+        def materialise(c: duckdb.DuckDBPyConnection) -> dict[str, pa.Table]:
+            add_views(c, key=key)
+            return deid.deidentified(c, needed)
+
+        tables = with_snapshot(cfg.parquet, materialise, wait=wait)
     else:
         def work(c: duckdb.DuckDBPyConnection) -> pa.Table:
             add_views(c)
             return _run(c, query, None)
 
         return with_snapshot(cfg.parquet, work, wait=wait)
-    safe = deidentified_connection(tables)
+    safe = deid.deidentified_connection(tables)
     try:
         return _run(safe, query, max_seconds)
     finally:

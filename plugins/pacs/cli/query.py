@@ -14,7 +14,9 @@ from collections.abc import Sequence
 
 import duckdb
 
-from pacs.analyst.query import ANALYST_VIEWS, DEID_VIEWS, KEY_ENV, run_query, write_output
+from pacs.analyst.deid import DEID_VIEWS, KEY_ENV
+from pacs.analyst.query import run_query, write_output
+from pacs.analyst.views import ANALYST_VIEWS
 from pacs.config import load_config
 from pacs.errors import CatalogueBusyError, QueryError
 

@@ -122,35 +122,8 @@ def sweep(cfg: Config, *, run_id: str = "manual", now: dt.datetime | None = None
     return ids
 
 
-def sweep_files(cfg: Config, *, run_id: str, now: dt.datetime | None, limit: int | None
-           ) -> tuple[list[str], SweepStats]:
-    now = now or dt.datetime.now(dt.UTC)
-    work = cfg.work
-    stats = SweepStats()
-    open_ids = journal.ingest(work).open_runs()
-    # A batch whose lease is held belongs to a running step of another run: not ours to resume.
-    resumed = [b for b in open_ids if not journal.ingest(work).is_leased(b)]
-    stats.resumed, stats.owned_elsewhere = len(resumed), len(open_ids) - len(resumed)
-    claimed = journal.ingest(work).claimed_sources(open_ids)
-    journal.ingest(work).prune_done(JOURNAL_RETENTION, now)
-    limit = limit or cfg.ingest.max_files_per_run
-    settling = _Settling(work, cfg.settle_seconds)
-    token_ids = iter(journal.new_batch_ids(limit // cfg.ingest.batch_size + 2, now))
-    new_ids: list[str] = []
-    current: list[dict[str, Any]] = []
-
-    def flush() -> None:
-        if not current:
-            return
-        batch_id = next(token_ids)
-        for i, f in enumerate(current):
-            f["row"] = i
-        journal.ingest(work).write_json(batch_id, journal.MANIFEST, {
-            "batch_id": batch_id, "run_id": run_id, "created_at": now.isoformat(), "files": current,
-        })
-        new_ids.append(batch_id)
-        current.clear()
-
+def _settled_files(cfg: Config, claimed: set[str], settling: _Settling) -> Iterator[dict[str, Any]]:
+    """Landing files no open batch claims that have settled, in landing order."""
     # Re-submitted files are published atomically by pacs itself: no need to wait for them.
     resubmitted = cfg.landing[0].path(RESUBMIT_FOLDER)
     for index, loc in enumerate(cfg.landing):
@@ -158,24 +131,56 @@ def sweep_files(cfg: Config, *, run_id: str, now: dt.datetime | None, limit: int
             uri = loc.uri(f["path"])
             if uri in claimed:
                 continue
-            ours = index == 0 and cfg.landing[0].is_within(f["path"], resubmitted)
-            if not ours and not settling.settled(uri, f["size"], f["mtime_ns"]):
-                continue
-            f["uri"] = uri
-            f["landing"] = index
-            current.append(f)
-            stats.taken += 1
-            if len(current) >= cfg.ingest.batch_size:
-                flush()
-            if stats.taken >= limit:
-                break
-        if stats.taken >= limit:
+            ours = index == 0 and loc.is_within(f["path"], resubmitted)
+            if ours or settling.settled(uri, f["size"], f["mtime_ns"]):
+                yield {**f, "uri": uri, "landing": index}
+
+
+def _write_manifests(cfg: Config, files: Iterator[dict[str, Any]], *, run_id: str, now: dt.datetime,
+                     limit: int) -> tuple[list[str], int]:
+    """Batch manifests of at most ``batch_size`` files, ``limit`` files in all (streamed); returns
+    the new batch ids and the number of files they hold."""
+    j = journal.ingest(cfg.work)
+    ids = iter(journal.new_batch_ids(limit // cfg.ingest.batch_size + 2, now))
+    written: list[str] = []
+    current: list[dict[str, Any]] = []
+    taken = 0
+    for taken, f in enumerate(files, start=1):
+        current.append({**f, "row": len(current)})
+        if len(current) >= cfg.ingest.batch_size or taken >= limit:
+            written.append(next(ids))
+            j.write_json(written[-1], journal.MANIFEST, {"batch_id": written[-1], "run_id": run_id,
+                                                         "created_at": now.isoformat(), "files": current})
+            current = []
+        if taken >= limit:
             break
-    flush()
+    if current:
+        written.append(next(ids))
+        j.write_json(written[-1], journal.MANIFEST, {"batch_id": written[-1], "run_id": run_id,
+                                                     "created_at": now.isoformat(), "files": current})
+    return written, taken
+
+
+def sweep_files(cfg: Config, *, run_id: str, now: dt.datetime | None, limit: int | None
+                ) -> tuple[list[str], SweepStats]:
+    """Claim settled files into new batches (the caller holds :func:`sweep_lock`); returns the open
+    batches to resume followed by the new ones, and what the sweep saw."""
+    now = now or dt.datetime.now(dt.UTC)
+    j = journal.ingest(cfg.work)
+    stats = SweepStats()
+    open_ids = j.open_runs()
+    # A batch whose lease is held belongs to a running step of another run: not ours to resume.
+    resumed = [b for b in open_ids if not j.is_leased(b)]
+    stats.resumed, stats.owned_elsewhere = len(resumed), len(open_ids) - len(resumed)
+    claimed = j.claimed_sources(open_ids)
+    j.prune_done(JOURNAL_RETENTION, now)
+    settling = _Settling(cfg.work, cfg.settle_seconds)
+    new_ids, stats.taken = _write_manifests(cfg, _settled_files(cfg, claimed, settling), run_id=run_id, now=now,
+                               limit=limit or cfg.ingest.max_files_per_run)
     stats.batches, stats.waiting, stats.future_dated = len(new_ids), settling.waiting, settling.future
     if settling.settle_ns:
-        _write_json(work, SEEN, settling.still)
-    _write_json(work, LAST_SWEEP, stats.as_dict())
+        _write_json(cfg.work, SEEN, settling.still)
+    _write_json(cfg.work, LAST_SWEEP, stats.as_dict())
     log.info("sweep: %d new file(s) in %d batch(es), %d open batch(es) resumed, %d left to the runs working "
              "on them, %d file(s) waiting to settle (%d with a modification time in the future)",
              stats.taken, stats.batches, stats.resumed, stats.owned_elsewhere, stats.waiting, stats.future_dated)

@@ -41,7 +41,7 @@ from pacs.reports.extract import EXTRACT_TABLES, Extract, as_of_for, extract, ru
 from pacs.reports.figures import WHAT_IF_YEARS, CapacityReport, build_report
 from pacs.reports.html import render_html
 from pacs.reports.publish import LATEST, REPORT_FOLDER, key_figures, run_report, write_report
-from pacs.reports.settings import CapacitySettings, load_settings, parse_settings
+from pacs.reports.settings import CapacitySettings, parse_settings
 from pacs.reports.units import DAYS_PER_MONTH, GB, TB
 
 __all__ = [
@@ -60,7 +60,6 @@ __all__ = [
     "build_report",
     "extract",
     "key_figures",
-    "load_settings",
     "main",
     "parse_settings",
     "render_charts",

@@ -32,10 +32,10 @@ from pacs.catalogue import sql
 from pacs.config import Config
 from pacs.dagkit import RunDateError, run_moment
 from pacs.errors import ReportError
-from pacs.reports.settings import CapacitySettings, load_settings
+from pacs.reports.settings import CapacitySettings
 from pacs.reports.tables import parquet_bytes
 from pacs.store import Location
-from pacs.tiers.policy import Policy, load_policy
+from pacs.tiers.policy import Policy
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +120,8 @@ def _empty_catalogue() -> duckdb.DuckDBPyConnection:
 def extract(cfg: Config, as_of: dt.datetime, *, source: str | None = None, policy: Policy | None = None,
             settings: CapacitySettings | None = None, timeout: float = 600.0) -> Extract:
     """Read the report's aggregates from the catalogue (see the module docstring for why live)."""
-    settings = settings or load_settings(cfg)
-    policy = policy or load_policy(cfg)
+    settings = settings or cfg.capacity
+    policy = policy or cfg.policy
     source = source or settings.source
 
     def work(con: duckdb.DuckDBPyConnection) -> Extract:

@@ -24,10 +24,10 @@ from pacs.config import Config
 from pacs.reports import forecast
 from pacs.reports.charts import render_charts
 from pacs.reports.extract import EXTRACT_TABLES, Extract
-from pacs.reports.settings import CapacitySettings, load_settings
+from pacs.reports.settings import CapacitySettings
 from pacs.reports.tables import col, dates, table_of
 from pacs.reports.units import DAYS_PER_MONTH, GB, fmt_bytes
-from pacs.tiers.policy import Policy, load_policy
+from pacs.tiers.policy import Policy
 
 WHAT_IF_YEARS = (1, 2, 3, 4, 5)
 
@@ -79,8 +79,8 @@ class CapacityReport:
 def build_report(cfg: Config, ex: Extract, *, policy: Policy | None = None,
                  settings: CapacitySettings | None = None, charts: bool = True) -> CapacityReport:
     """Every figure of the report at ``ex.as_of``, from the extract only."""
-    settings = settings or load_settings(cfg)
-    policy = policy or load_policy(cfg)
+    settings = settings or cfg.capacity
+    policy = policy or cfg.policy
     report_date = ex.as_of.date()
     through = report_date - dt.timedelta(days=1)
     first = report_date

@@ -20,10 +20,8 @@ from pacs.config import Config
 from pacs.reports.extract import extract
 from pacs.reports.figures import CapacityReport, build_report
 from pacs.reports.html import render_html
-from pacs.reports.settings import load_settings
 from pacs.reports.tables import csv_bytes, parquet_bytes
 from pacs.store import Location
-from pacs.tiers.policy import load_policy
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +72,8 @@ def key_figures(report: CapacityReport) -> dict[str, Any]:
 def run_report(cfg: Config, as_of: dt.datetime, *, out: Location | None = None,
                source: str | None = None) -> dict[str, Any]:
     """Extract, compute and publish in this process (CLI, tests, benchmark)."""
-    settings = load_settings(cfg)
-    policy = load_policy(cfg)
+    settings = cfg.capacity
+    policy = cfg.policy
     ex = extract(cfg, as_of, source=source, policy=policy, settings=settings)
     report = build_report(cfg, ex, policy=policy, settings=settings)
     written = write_report(report, out or cfg.reports)

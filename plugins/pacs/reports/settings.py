@@ -3,7 +3,7 @@
 :func:`parse_settings` turns the raw mapping into settings (``pacs.config.load_config`` calls it
 when the file is loaded); an unknown key or a bad value raises :class:`ConfigError` naming it
 (``capacity.<key>: ...``). This module imports only the standard library, :mod:`pacs.errors` and
-:func:`pacs.config.parse_size` (lazily: the configuration imports this module), so that loading
+:mod:`pacs.sizes` (the configuration imports this module), so that loading
 the configuration never pulls in the numerical, Arrow, SQL or plotting libraries.
 """
 
@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pacs.errors import ConfigError
+from pacs.sizes import parse_size
 
 if TYPE_CHECKING:
-    from pacs.config import Config
+    pass
 
 SETTING_KEYS = frozenset({"online_bytes", "offline_bytes", "price_per_gb_month", "currency", "forecast_months",
                           "date_basis", "source", "memory_limit"})
@@ -51,7 +52,6 @@ def parse_settings(raw: Any) -> CapacitySettings:
 
     An unknown key or a bad value raises :class:`ConfigError` naming it (``capacity.<key>: ...``).
     """
-    from pacs.config import parse_size  # here, not at the top: pacs.config imports this module
 
     raw = raw or {}
     if not isinstance(raw, Mapping):
@@ -76,12 +76,6 @@ def parse_settings(raw: Any) -> CapacitySettings:
         source=source,
         memory_limit=f"{max(int(memory_bytes or 0) // 2**20, 64)}MiB",
     )
-
-
-def load_settings(cfg: Config) -> CapacitySettings:
-    """The capacity settings of ``cfg``: parsed at load, else parsed here from ``cfg.capacity_raw``."""
-    capacity = getattr(cfg, "capacity", None)
-    return capacity if isinstance(capacity, CapacitySettings) else parse_settings(cfg.capacity_raw)
 
 
 def _prices(value: Any) -> Mapping[str, Any]:

@@ -45,7 +45,6 @@ from pacs.config import Config
 from pacs.errors import FixityError
 from pacs.intake.quarantine import RESUBMIT_FOLDER
 from pacs.store import Location, transfer
-from pacs.tiers.policy import load_policy
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +81,7 @@ def plan(cfg: Config, *, logical_date: dt.date, run_id: str = "manual", now: dt.
          ) -> dict[str, Any]:
     """Choose what this run verifies and write the lists to the journal (catalogue writer)."""
     now = now or dt.datetime.now(dt.UTC)
-    policy = load_policy(cfg)
+    policy = cfg.policy
     fixity_id = journal.run_key(logical_date, run_id)
     with catalogue.opened(cfg.duckdb) as con:
         total_offline = con.execute(
@@ -294,14 +293,25 @@ def _reenter_one(cfg: Config, fixity_id: str, uri: str, cutoff: float) -> tuple[
         return "left", "left in the online tier: it changed after the audit's listing; the next audit judges it", None
     if store.is_link(online, src):
         return "left", "left in the online tier: a symbolic link, not a file; check it by hand", None
+    moved, detail = _move_orphan(cfg, fixity_id, src, dst)
+    return (moved, reentered, detail) if moved == "reentered" else (moved, detail or "", None)
+
+
+def _move_orphan(cfg: Config, fixity_id: str, src: str, dst: str) -> tuple[str, str | None]:
+    """Move (rename, or copy, verify and remove) an online orphan to ``dst`` in landing.
+
+    Returns ``("reentered", sha256)``, ``("left", why)`` or ``("gone", why)``.
+    """
+    online, landing = cfg.online, cfg.landing[0]
+    dst_uri = landing.uri(dst)
     if cfg.ingest.rename and store.same_filesystem(online, landing):
         if not store.move_local(src, dst, fsync=cfg.ingest.fsync):
-            return "left", f"left in the online tier: landing already holds another file at {dst_uri}", None
-        return "reentered", reentered, store.hash_at(landing, dst)
+            return "left", f"left in the online tier: landing already holds another file at {dst_uri}"
+        return "reentered", store.hash_at(landing, dst)
     try:
         written = store.copy_stream(online.fs, src, landing, dst, fsync=cfg.ingest.fsync, tag=fixity_id)
     except FileNotFoundError:
-        return "gone", "no longer in the online tier", None
+        return "gone", "no longer in the online tier"
     except BaseException:
         store.clean_temp(landing, {os.path.dirname(dst)}, fixity_id)  # no half-written file in landing
         raise
@@ -312,9 +322,9 @@ def _reenter_one(cfg: Config, fixity_id: str, uri: str, cutoff: float) -> tuple[
             store.remove(landing, dst)
         what = ("the copy in landing does not verify" if written.created
                 else f"landing already holds another file at {dst_uri}")
-        return "left", f"left in the online tier: {what}", None
+        return "left", f"left in the online tier: {what}"
     store.remove(online, src)
-    return "reentered", reentered, published
+    return "reentered", published
 
 
 def _reenter_orphans(cfg: Config, con: Any, fixity_id: str, results: list[dict[str, Any]]

@@ -35,7 +35,7 @@ from pacs.catalogue import sql
 from pacs.config import Config
 from pacs.dicom.layout import image_key, series_pack_key
 from pacs.store import transfer
-from pacs.tiers.policy import Policy, load_policy
+from pacs.tiers.policy import Policy
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def _register_policy(con: Any, policy: Policy) -> None:
 def plan(cfg: Config, *, logical_date: dt.date, run_id: str = "manual", dry_run: bool = False,
          policy: Policy | None = None, now: dt.datetime | None = None) -> dict[str, Any]:
     """Decide what moves offline at ``logical_date`` and record the plan (catalogue writer)."""
-    policy = policy or load_policy(cfg)
+    policy = policy or cfg.policy
     now = now or dt.datetime.now(dt.UTC)
     plan_id = journal.run_key(logical_date, run_id) + ("-dry" if dry_run else "")
     high = low = None
@@ -77,7 +77,7 @@ def plan(cfg: Config, *, logical_date: dt.date, run_id: str = "manual", dry_run:
               "plan_id": plan_id, "now": now, "state": "dry_run" if dry_run else "planned",
               "archive_all": policy.offline_copy == "immediate"}
     with catalogue.opened(cfg.duckdb) as con:
-        con.execute("SET memory_limit = '300MB'")
+        catalogue.set_memory_limit(con, "300MB")
         existing = con.execute("SELECT count(*) FROM lifecycle_run WHERE plan_id = $p", {"p": plan_id}).fetchall()
         _register_policy(con, policy)
         with catalogue.transaction(con):
@@ -131,7 +131,7 @@ _COPIED_SCHEMA = pa.schema([
 
 def migrate_batch(cfg: Config, plan_id: str, batch_no: int, *, policy: Policy | None = None) -> dict[str, Any]:
     """Copy one batch of planned images offline and verify them (no catalogue access)."""
-    policy = policy or load_policy(cfg)
+    policy = policy or cfg.policy
     done = f"copied-{batch_no:04d}.parquet"
     if _journal(cfg).has(plan_id, done):
         t = _journal(cfg).read_table(plan_id, done)
@@ -279,7 +279,7 @@ def switch_and_purge(cfg: Config, plan_id: str | None, *, logical_date: dt.date,
 def run_lifecycle(cfg: Config, *, logical_date: dt.date, run_id: str = "manual", dry_run: bool = False,
                   now: dt.datetime | None = None) -> dict[str, Any]:
     """The whole lifecycle in this process (CLI, tests); the DAG runs the same steps as tasks."""
-    policy = load_policy(cfg)
+    policy = cfg.policy
     p = plan(cfg, logical_date=logical_date, run_id=run_id, dry_run=dry_run, policy=policy, now=now)
     if dry_run:
         return {"plan": p}

@@ -33,8 +33,8 @@ from typing import Any
 
 import yaml
 
-from pacs.config import Config, ConfigError, parse_size
-from pacs.errors import PolicyError
+from pacs.errors import ConfigError, PolicyError
+from pacs.sizes import parse_size
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,55 @@ def _int(value: Any, key: str, *, minimum: int = 1) -> int:
     return value
 
 
+def _choice(raw: dict[str, Any], key: str, allowed: tuple[str, ...], kw: dict[str, Any]) -> None:
+    if key in raw:
+        if raw[key] not in allowed:
+            raise PolicyError(f"policy.{key}: expected {' or '.join(allowed)}, got {raw[key]!r}")
+        kw[key] = raw[key]
+
+
+def _overrides(raw: dict[str, Any]) -> dict[str, float]:
+    overrides = raw.get("modality_overrides") or {}
+    if not isinstance(overrides, dict):
+        raise PolicyError("policy.modality_overrides: expected a mapping of modality to years, e.g. {MG: 10}")
+    return {str(m): _number(v, f"modality_overrides.{m}") for m, v in overrides.items()}
+
+
+def _hold(raw: dict[str, Any]) -> dict[str, frozenset[str]]:
+    hold = raw.get("hold") or {}
+    if not isinstance(hold, dict) or set(hold) - {"patients", "studies"}:
+        raise PolicyError("policy.hold: expected a mapping with 'patients' and/or 'studies' lists")
+    out = {}
+    for key in ("patients", "studies"):
+        items = hold.get(key) or []
+        if not isinstance(items, list) or not all(isinstance(x, str | int) for x in items):
+            raise PolicyError(f"policy.hold.{key}: expected a list of identifiers")
+        out[f"hold_{key}"] = frozenset(str(x) for x in items)
+    return out
+
+
+def _watermarks(marks: Any, online_capacity: int | None) -> dict[str, Any]:
+    """High and low watermarks with the online capacity they are fractions of."""
+    if marks is None:
+        return {"online_capacity_bytes": online_capacity}
+    if not isinstance(marks, dict) or set(marks) - {"high", "low", "capacity"}:
+        raise PolicyError("policy.watermarks: expected a mapping with 'high', 'low' (fractions) "
+                          "and optional 'capacity'")
+    high = _number(marks.get("high"), "watermarks.high")
+    low = _number(marks.get("low", high), "watermarks.low")
+    if not 0 < low <= high <= 1:
+        raise PolicyError("policy.watermarks: need 0 < low <= high <= 1 (fractions of the online capacity)")
+    capacity = online_capacity
+    if "capacity" in marks:
+        try:
+            capacity = parse_size(marks["capacity"], "policy.watermarks.capacity")
+        except ConfigError as exc:
+            raise PolicyError(str(exc)) from exc
+    if not capacity:
+        raise PolicyError("policy.watermarks: needs the online capacity (watermarks.capacity or capacity.online_bytes)")
+    return {"high_watermark": high, "low_watermark": low, "online_capacity_bytes": capacity}
+
+
 def parse_policy(raw: Any, *, online_capacity: int | None = None) -> Policy:
     """Validate a policy mapping (None gives the defaults)."""
     if raw is None:
@@ -116,77 +165,33 @@ def parse_policy(raw: Any, *, online_capacity: int | None = None) -> Policy:
     unknown = set(raw) - _KEYS
     if unknown:
         raise PolicyError(f"policy: unknown key(s) {sorted(unknown)}; allowed: {sorted(_KEYS)}")
-    kw: dict[str, Any] = {}
+    kw: dict[str, Any] = {"modality_overrides": _overrides(raw), **_hold(raw),
+                          **_watermarks(raw.get("watermarks"), online_capacity)}
     if "online_retention_years" in raw:
         kw["online_retention_years"] = _number(raw["online_retention_years"], "online_retention_years")
-    if "age_basis" in raw:
-        if raw["age_basis"] not in ("study_date", "received_at"):
-            raise PolicyError(f"policy.age_basis: expected study_date or received_at, got {raw['age_basis']!r}")
-        kw["age_basis"] = raw["age_basis"]
-    overrides = raw.get("modality_overrides") or {}
-    if not isinstance(overrides, dict):
-        raise PolicyError("policy.modality_overrides: expected a mapping of modality to years, e.g. {MG: 10}")
-    kw["modality_overrides"] = {
-        str(m): _number(v, f"modality_overrides.{m}") for m, v in overrides.items()
-    }
-    hold = raw.get("hold") or {}
-    if not isinstance(hold, dict) or set(hold) - {"patients", "studies"}:
-        raise PolicyError("policy.hold: expected a mapping with 'patients' and/or 'studies' lists")
-    for key in ("patients", "studies"):
-        items = hold.get(key) or []
-        if not isinstance(items, list) or not all(isinstance(x, str | int) for x in items):
-            raise PolicyError(f"policy.hold.{key}: expected a list of identifiers")
-        kw[f"hold_{key}"] = frozenset(str(x) for x in items)
-    marks = raw.get("watermarks")
-    capacity = online_capacity
-    if marks is not None:
-        if not isinstance(marks, dict) or set(marks) - {"high", "low", "capacity"}:
-            raise PolicyError(
-                "policy.watermarks: expected a mapping with 'high', 'low' (fractions) and optional 'capacity'")
-        high = _number(marks.get("high"), "watermarks.high")
-        low = _number(marks.get("low", high), "watermarks.low")
-        if not 0 < low <= high <= 1:
-            raise PolicyError("policy.watermarks: need 0 < low <= high <= 1 (fractions of the online capacity)")
-        if "capacity" in marks:
-            try:
-                capacity = parse_size(marks["capacity"], "policy.watermarks.capacity")
-            except ConfigError as exc:
-                raise PolicyError(str(exc)) from exc
-        if not capacity:
-            raise PolicyError(
-                "policy.watermarks: needs the online capacity (watermarks.capacity or capacity.online_bytes)")
-        kw["high_watermark"], kw["low_watermark"] = high, low
-    kw["online_capacity_bytes"] = capacity
+    _choice(raw, "age_basis", ("study_date", "received_at"), kw)
+    _choice(raw, "offline_copy", ("immediate", "on_eviction"), kw)
+    _choice(raw, "verify", ("checksum", "readback"), kw)
     if "packing" in raw:
         if not isinstance(raw["packing"], bool):
             raise PolicyError(f"policy.packing: expected true or false, got {raw['packing']!r}")
         kw["packing"] = raw["packing"]
-    if "offline_copy" in raw:
-        if raw["offline_copy"] not in ("immediate", "on_eviction"):
-            raise PolicyError(f"policy.offline_copy: expected immediate or on_eviction, got {raw['offline_copy']!r}")
-        kw["offline_copy"] = raw["offline_copy"]
-    if "verify" in raw:
-        if raw["verify"] not in ("checksum", "readback"):
-            raise PolicyError(f"policy.verify: expected checksum or readback, got {raw['verify']!r}")
-        kw["verify"] = raw["verify"]
     for key in ("migrate_batch_studies", "recall_pin_days", "fixity_offline_weeks"):
         if key in raw:
             kw[key] = _int(raw[key], key)
     return Policy(**kw)
 
 
-def load_policy(cfg: Config) -> Policy:
-    """The policy of a configuration: inline mapping, or a YAML file relative to the config."""
-    raw = cfg.policy_raw
-    capacity = parse_size(cfg.capacity_raw.get("online_bytes"), "capacity.online_bytes")
+def read_policy(raw: Any, base: Path, *, online_capacity: int | None = None) -> Policy:
+    """The policy of a configuration: an inline mapping, or a YAML file (relative to ``base``)."""
     if isinstance(raw, str):
         path = Path(raw)
         if not path.is_absolute():
-            path = cfg.base / path
+            path = base / path
         if not path.is_file():
             raise PolicyError(f"policy: file {path} does not exist")
         try:
             raw = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
             raise PolicyError(f"policy file {path}: not valid YAML: {exc}") from exc
-    return parse_policy(raw, online_capacity=capacity)
+    return parse_policy(raw, online_capacity=online_capacity)

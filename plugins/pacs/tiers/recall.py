@@ -23,7 +23,6 @@ from pacs.config import Config
 from pacs.dicom.layout import image_key
 from pacs.errors import RecallError
 from pacs.store import transfer
-from pacs.tiers.policy import load_policy
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +45,7 @@ def recall(cfg: Config, *, study_uids: Sequence[str] = (), patient_id: str | Non
     room; if a copy fails midway, the copies already verified are recorded and nothing is lost.
     """
     now = now or dt.datetime.now(dt.UTC)
-    policy = load_policy(cfg)
+    policy = cfg.policy
     pin = pin_until or (logical_date + dt.timedelta(days=policy.recall_pin_days))
     if not (study_uids or patient_id or accession_number):
         raise RecallError("a recall needs study UIDs, a patient ID or an accession number")

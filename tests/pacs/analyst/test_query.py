@@ -24,7 +24,7 @@ import pytest
 from helpers import ROOT, s3fs_for, write_config
 
 from pacs import catalogue, intake, synth
-from pacs.analyst import query
+from pacs.analyst import deid, query
 from pacs.catalogue import snapshot
 from pacs.cli import query as query_cli
 from pacs.config import Config, load_config
@@ -109,17 +109,17 @@ def test_daily_volume_modality_mix_and_tier_status(hospital: Config) -> None:
 
 def test_deidentified_refuses_without_a_key(hospital: Config, monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.delenv(query.KEY_ENV, raising=False)
+    monkeypatch.delenv(deid.KEY_ENV, raising=False)
     assert query_cli.main(["--config", str(hospital.path), "--deidentified", "SELECT * FROM deid_study"]) == 2
     out = capsys.readouterr()
     assert out.out == "" and "PACS_PSEUDONYM_KEY" in out.err and "no default key" in out.err
-    monkeypatch.setenv(query.KEY_ENV, "short")
+    monkeypatch.setenv(deid.KEY_ENV, "short")
     with pytest.raises(QueryError, match="too short"):
         query.run_query(hospital, "SELECT 1", deidentified=True)
 
 
 def test_deidentified_views_hold_no_direct_identifiers(hospital: Config, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(query.KEY_ENV, KEY)
+    monkeypatch.setenv(deid.KEY_ENV, KEY)
     identifiers = live(hospital, """
         SELECT patient_id AS v FROM patient UNION SELECT patient_name FROM patient
         UNION SELECT CAST(patient_birth_date AS VARCHAR) FROM patient WHERE patient_birth_date IS NOT NULL
@@ -151,7 +151,7 @@ def test_deidentified_views_hold_no_direct_identifiers(hospital: Config, monkeyp
 
 
 def test_pseudonyms_are_hmac_sha256_of_the_key(hospital: Config, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(query.KEY_ENV, KEY)
+    monkeypatch.setenv(deid.KEY_ENV, KEY)
     pids = sorted(p for (p,) in live(hospital, "SELECT patient_id FROM patient"))
     keys = set(query.run_query(hospital, "SELECT patient_key FROM deid_patient", deidentified=True)
                .column(0).to_pylist())
@@ -162,7 +162,7 @@ def test_pseudonyms_are_hmac_sha256_of_the_key(hospital: Config, monkeypatch: py
                              deidentified=True).column(0)[0].as_py()
     assert joined == live(hospital, "SELECT count(*) FROM study")[0][0]
     # ... and another key gives other pseudonyms.
-    monkeypatch.setenv(query.KEY_ENV, "another-key-another-key-another-key")
+    monkeypatch.setenv(deid.KEY_ENV, "another-key-another-key-another-key")
     other = set(query.run_query(hospital, "SELECT patient_key FROM deid_patient", deidentified=True)
                 .column(0).to_pylist())
     assert not other & keys
@@ -178,13 +178,13 @@ def test_pseudonyms_are_hmac_sha256_of_the_key(hospital: Config, monkeypatch: py
     "ATTACH '{duckdb}' AS raw (READ_ONLY)",
 ])
 def test_deidentified_mode_exposes_nothing_else(hospital: Config, monkeypatch: pytest.MonkeyPatch, sql: str) -> None:
-    monkeypatch.setenv(query.KEY_ENV, KEY)
+    monkeypatch.setenv(deid.KEY_ENV, KEY)
     with pytest.raises(duckdb.Error):
         query.run_query(hospital, sql.format(parquet=hospital.parquet.root, duckdb=hospital.duckdb), deidentified=True)
 
 
 def test_deidentified_live_and_describe(hospital: Config, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(query.KEY_ENV, KEY)
+    monkeypatch.setenv(deid.KEY_ENV, KEY)
     a = query.run_query(hospital, "SELECT * FROM deid_series ORDER BY series_key", deidentified=True)
     b = query.run_query(hospital, "SELECT * FROM deid_series ORDER BY series_key", deidentified=True, live=True)
     assert a.equals(b)

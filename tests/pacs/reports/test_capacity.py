@@ -30,7 +30,6 @@ from helpers import write_config
 from pacs import catalogue
 from pacs.config import ConfigError, load_config
 from pacs.reports import capacity
-from pacs.tiers.policy import load_policy
 
 AS_OF = dt.datetime(2025, 7, 1, tzinfo=dt.UTC)
 UTC = dt.UTC
@@ -300,7 +299,7 @@ def test_growth_windows_count_365_days(small_report: tuple[Any, capacity.Capacit
 
 def test_what_if_equals_policy_applied_study_by_study(small_report: tuple[Any, capacity.CapacityReport]) -> None:
     cfg, rep = small_report
-    policy = load_policy(cfg)
+    policy = cfg.policy
     rows = truth(cfg, """
         SELECT st.study_instance_uid, st.patient_id, st.study_date,
                CAST(st.first_received_at AT TIME ZONE 'UTC' AS DATE), st.modalities_in_study, st.pinned_until,
@@ -481,8 +480,8 @@ def test_missing_catalogue_reports_an_empty_archive(archive: Callable[..., Any])
     ({"offline_bytes": "lots"}, "offline_bytes"),
 ])
 def test_bad_settings_name_the_key(archive: Callable[..., Any], capacity_raw: dict[str, Any], message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        capacity.load_settings(archive(capacity=capacity_raw))
+    with pytest.raises(ConfigError, match=message):  # at load, before any report runs
+        archive(capacity=capacity_raw)
 
 
 def test_run_as_of_uses_run_after_for_asset_triggered_runs() -> None:
