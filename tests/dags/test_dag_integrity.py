@@ -26,6 +26,8 @@ def test_expected_dags_present(dagbag) -> None:
 
 
 def test_every_dag_has_tags_retries_docs(dagbag) -> None:
+    from pacs.alerts import on_failure
+
     for dag_id, dag in dagbag.dags.items():
         assert dag.tags, f"{dag_id} has no tags"
         assert "pacs" in dag.tags, f"{dag_id} lacks the 'pacs' tag"
@@ -33,6 +35,9 @@ def test_every_dag_has_tags_retries_docs(dagbag) -> None:
         assert dag.catchup is False, f"{dag_id} catches up"
         for t in dag.tasks:
             assert t.retries >= 1, f"{dag_id}.{t.task_id} has no retries"
+            assert t.retry_exponential_backoff, f"{dag_id}.{t.task_id} retries without backoff"
+            callbacks = t.on_failure_callback if isinstance(t.on_failure_callback, list) else [t.on_failure_callback]
+            assert on_failure in callbacks, f"{dag_id}.{t.task_id} sends no failure alert"
 
 
 def test_catalogue_writers_use_the_single_slot_pool(dagbag) -> None:

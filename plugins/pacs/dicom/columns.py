@@ -1,10 +1,11 @@
 """The catalogue's header columns: one table from which everything else follows.
 
 Each :class:`Column` names a DICOM keyword, its snake_case catalogue column, how the header
-reader coerces it (``kind``) and its Arrow type. The header reader's field map
+reader coerces it (``kind``), its Arrow type and the catalogue table it describes. The header reader's field map
 (:data:`HEADER_FIELDS`), the staged rows' header schema (:data:`HEADER_SCHEMA`) and the list
 of columns a header yields (:data:`HEADER_COLUMNS`) are derived from :data:`COLUMNS`, so a
-column is added in one place.
+column is added in one place; a test holds the catalogue's DDL (``include/sql/schema.sql``)
+and the merge's upserts (``merge_apply.sql``) to the same table.
 
 Kinds: ``str`` (text, stripped), ``pn`` (a person name, as text), ``int`` (an integer;
 non-integers are ``invalid_value`` unless the column is lenient) and ``raw`` (UIDs and dates,
@@ -19,46 +20,47 @@ import pyarrow as pa
 
 
 class Column(NamedTuple):
-    keyword: str
-    name: str
-    kind: str
-    arrow: pa.DataType
+    keyword: str       # the DICOM keyword
+    name: str          # the catalogue column (snake_case of the keyword)
+    kind: str          # how the header reader coerces it
+    arrow: pa.DataType  # its type in staged rows and the catalogue
+    table: str         # the catalogue table it describes (patient, study, series or image)
 
 
 _S, _D, _I = pa.string(), pa.date32(), pa.int32()
 
 COLUMNS: tuple[Column, ...] = (
-    Column("PatientID", "patient_id", "str", _S),
-    Column("IssuerOfPatientID", "issuer_of_patient_id", "str", _S),
-    Column("PatientName", "patient_name", "pn", _S),
-    Column("PatientBirthDate", "patient_birth_date", "raw", _D),
-    Column("PatientSex", "patient_sex", "str", _S),
-    Column("PatientAge", "patient_age", "str", _S),
-    Column("StudyInstanceUID", "study_instance_uid", "raw", _S),
-    Column("StudyDate", "study_date", "raw", _D),
-    Column("StudyTime", "study_time", "str", _S),
-    Column("AccessionNumber", "accession_number", "str", _S),
-    Column("StudyID", "study_id", "str", _S),
-    Column("StudyDescription", "study_description", "str", _S),
-    Column("ReferringPhysicianName", "referring_physician_name", "pn", _S),
-    Column("InstitutionName", "institution_name", "str", _S),
-    Column("SeriesInstanceUID", "series_instance_uid", "raw", _S),
-    Column("Modality", "modality", "str", _S),
-    Column("SeriesNumber", "series_number", "int", _I),
-    Column("SeriesDescription", "series_description", "str", _S),
-    Column("SeriesDate", "series_date", "raw", _D),
-    Column("BodyPartExamined", "body_part_examined", "str", _S),
-    Column("Manufacturer", "manufacturer", "str", _S),
-    Column("ManufacturerModelName", "manufacturer_model_name", "str", _S),
-    Column("StationName", "station_name", "str", _S),
-    Column("SOPInstanceUID", "sop_instance_uid", "raw", _S),
-    Column("SOPClassUID", "sop_class_uid", "raw", _S),
-    Column("InstanceNumber", "instance_number", "int", _I),
-    Column("ContentDate", "content_date", "raw", _D),
-    Column("Rows", "rows", "int", _I),
-    Column("Columns", "columns", "int", _I),
-    Column("NumberOfFrames", "number_of_frames", "int", _I),
-    Column("BitsAllocated", "bits_allocated", "int", _I),
+    Column("PatientID", "patient_id", "str", _S, "patient"),
+    Column("IssuerOfPatientID", "issuer_of_patient_id", "str", _S, "patient"),
+    Column("PatientName", "patient_name", "pn", _S, "patient"),
+    Column("PatientBirthDate", "patient_birth_date", "raw", _D, "patient"),
+    Column("PatientSex", "patient_sex", "str", _S, "patient"),
+    Column("PatientAge", "patient_age", "str", _S, "study"),
+    Column("StudyInstanceUID", "study_instance_uid", "raw", _S, "study"),
+    Column("StudyDate", "study_date", "raw", _D, "study"),
+    Column("StudyTime", "study_time", "str", _S, "study"),
+    Column("AccessionNumber", "accession_number", "str", _S, "study"),
+    Column("StudyID", "study_id", "str", _S, "study"),
+    Column("StudyDescription", "study_description", "str", _S, "study"),
+    Column("ReferringPhysicianName", "referring_physician_name", "pn", _S, "study"),
+    Column("InstitutionName", "institution_name", "str", _S, "study"),
+    Column("SeriesInstanceUID", "series_instance_uid", "raw", _S, "series"),
+    Column("Modality", "modality", "str", _S, "series"),
+    Column("SeriesNumber", "series_number", "int", _I, "series"),
+    Column("SeriesDescription", "series_description", "str", _S, "series"),
+    Column("SeriesDate", "series_date", "raw", _D, "series"),
+    Column("BodyPartExamined", "body_part_examined", "str", _S, "series"),
+    Column("Manufacturer", "manufacturer", "str", _S, "series"),
+    Column("ManufacturerModelName", "manufacturer_model_name", "str", _S, "series"),
+    Column("StationName", "station_name", "str", _S, "series"),
+    Column("SOPInstanceUID", "sop_instance_uid", "raw", _S, "image"),
+    Column("SOPClassUID", "sop_class_uid", "raw", _S, "image"),
+    Column("InstanceNumber", "instance_number", "int", _I, "image"),
+    Column("ContentDate", "content_date", "raw", _D, "image"),
+    Column("Rows", "rows", "int", _I, "image"),
+    Column("Columns", "columns", "int", _I, "image"),
+    Column("NumberOfFrames", "number_of_frames", "int", _I, "image"),
+    Column("BitsAllocated", "bits_allocated", "int", _I, "image"),
 )
 
 HEADER_FIELDS: dict[str, tuple[str, str]] = {c.keyword: (c.name, c.kind) for c in COLUMNS}
