@@ -24,6 +24,7 @@ DICOM
   - ``dicom``                the header reader's public names
   - ``dicom.columns``        the one column table (keyword, column, kind, Arrow type)
   - ``dicom.header``         header reading with pydicom (header only, never pixel data)
+  - ``dicom.values``         element values coerced to their column's type
   - ``dicom.validation``     reason codes and the rules that produce them
   - ``dicom.layout``         tier paths built from validated UIDs only
 

@@ -2,6 +2,7 @@
 
 - :mod:`pacs.dicom.columns`     the one column table (keyword, column, kind, Arrow type)
 - :mod:`pacs.dicom.header`      header reading with pydicom (header only, never pixel data)
+- :mod:`pacs.dicom.values`      element values coerced to their column's type
 - :mod:`pacs.dicom.validation`  reason codes and the rules that produce them
 - :mod:`pacs.dicom.layout`      deterministic tier paths built from validated UIDs only
 """

@@ -65,27 +65,33 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 import re
 import struct
 import warnings
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import IO, Any
 
-from pydicom.charset import convert_encodings, decode_bytes, default_encoding
+from pydicom.charset import convert_encodings, default_encoding
 from pydicom.datadict import _dictionary_vr_fast, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_partial
-from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
-from pydicom.valuerep import TEXT_VR_DELIMS, VR, PersonName
 
 from pacs.dicom.columns import HEADER_FIELDS, LENIENT_INT_COLUMNS, PHI_KEYWORDS
-from pacs.errors import HeaderError, InvalidValueError, NotDicomError, PacsError, UnreadableError
+from pacs.dicom.values import (
+    DICOM_VRS,
+    TEXT_ERRORS,
+    Unusable,
+    as_text,
+    ascii_int,
+    coerce_raw,
+    decoded_text,
+    from_converted,
+)
+from pacs.errors import HeaderError, InvalidValueError, NotDicomError, UnreadableError
 
 log = logging.getLogger(__name__)
 
@@ -100,20 +106,6 @@ _LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN
 # A dataset without a preamble must start with one of these groups to be taken for DICOM.
 _RAW_START_GROUPS = frozenset({0x0002, 0x0004, 0x0008, 0x0010})
 UNDEFINED_LENGTH = 0xFFFFFFFF
-INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
-
-class _Unusable(PacsError):
-    """Why a value cannot be coerced; :func:`_extract` turns it into :class:`InvalidValueError`.
-
-    ``shown`` is the value as it may appear in a detail (omitted for PHI); ``not_integer`` marks
-    the one case the lenient int columns catalogue as None.
-    """
-
-    def __init__(self, problem: str, shown: str | None = None, *, not_integer: bool = False) -> None:
-        super().__init__(problem)
-        self.problem = problem
-        self.shown = shown
-        self.not_integer = not_integer
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,141 +124,17 @@ def _looks_like_raw_dataset(head: bytes) -> bool:
     return le_group in _RAW_START_GROUPS or be_group in _RAW_START_GROUPS
 
 
-def _text(value: Any) -> str | None:
-    """Any value as stripped text (None when empty); never anything but ``str`` or None."""
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        value = value.decode("latin-1", "replace")
-    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-        value = "\\".join("" if v is None else _value_text(v) for v in value)
-    elif not isinstance(value, str):
-        value = _value_text(value)
-    text = value.strip().strip("\x00").strip()
-    return text or None
-
-
-def _float_text(number: float, single: bool = False) -> str:
-    """A float in its shortest decimal form (for FL, the shortest that gives the float32 back)."""
-    if not math.isfinite(number):
-        return str(number)
-    if number.is_integer() and abs(number) < 1e16:
-        return str(int(number))
-    if single:
-        packed = struct.pack("<f", number)
-        for digits in range(1, 10):
-            text = f"{number:.{digits}g}"
-            if struct.pack("<f", float(text)) == packed:
-                return text
-    return repr(number)
-
-
-def _value_text(value: Any) -> str:
-    """One converted value (pydicom's or a decoded binary number) as text."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bytes):
-        return value.decode("latin-1", "replace")
-    if isinstance(value, BaseTag):
-        return str(value)
-    if isinstance(value, bool | int):
-        return str(int(value))
-    if isinstance(value, float):
-        return _float_text(value)
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, Sequence | Dataset):
-        raise _Unusable("is a sequence, not a value")
-    return str(value)
-
-
-def _check_int32(number: int) -> int:
-    if not INT32_MIN <= number <= INT32_MAX:
-        raise _Unusable("is out of range for a 32-bit integer", str(number))
-    return number
-
-
-def _int_from_text(text: str) -> int | None:
-    """The first value of a text value written as an integer; None when empty."""
-    first = text.split("\\", 1)[0].strip(" \x00\t\r\n")
-    if not first:
-        return None
-    try:
-        if "_" in first:  # Python's int() accepts digit separators; DICOM does not
-            raise ValueError(first)
-        return _check_int32(int(first))
-    except ValueError:
-        pass
-    try:
-        number = float(first)
-    except ValueError:
-        raise _Unusable("is not an integer", repr(first[:64]), not_integer=True) from None
-    if not number.is_integer():
-        raise _Unusable("is not an integer", repr(first[:64]), not_integer=True)
-    return _check_int32(int(number))
-
-
-def _int_from_number(number: Any) -> int:
-    """A decoded number (or one of pydicom's converted values) as an int."""
-    if isinstance(number, BaseTag):
-        raise _Unusable("is a tag, not an integer", str(number), not_integer=True)
-    if isinstance(number, bool | int):
-        return _check_int32(int(number))
-    if isinstance(number, float | Decimal):
-        if not math.isfinite(number) or not float(number).is_integer():
-            raise _Unusable("is not an integer", str(number), not_integer=True)
-        return _check_int32(int(number))
-    raise _Unusable("is not an integer", not_integer=True)
-
-
-def _int_from_value(value: Any) -> int | None:
-    """One of pydicom's converted values as an int (the first of several); None when empty."""
-    if value is None:
-        return None
-    if isinstance(value, Sequence | Dataset):
-        raise _Unusable("is a sequence, not a value")
-    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-        if not len(value):
-            return None
-        value = value[0]
-        if value is None:
-            return None
-    if isinstance(value, bytes):
-        try:
-            value = value.decode("ascii")
-        except UnicodeDecodeError:
-            raise _Unusable("is not an integer", not_integer=True) from None
-    if isinstance(value, str):
-        return _int_from_text(value)
-    return _int_from_number(value)
-
-
-def _from_converted(value: Any, kind: str) -> str | int | None:
-    """pydicom's converted value as the column's type."""
-    if isinstance(value, Sequence | Dataset):
-        raise _Unusable("is a sequence, not a value")
-    return _int_from_value(value) if kind == "int" else _text(value)
-
-
 def _slow_value(ds: Dataset, keyword: str, kind: str) -> str | int | None:
     """pydicom's own conversion (used when the fast path does not apply): ``int`` or None for
-    the int kind, ``str`` or None for every other kind; raises :class:`_Unusable`."""
+    the int kind, ``str`` or None for every other kind; raises :class:`Unusable`."""
     try:
         value = ds.get(keyword)
     except Exception:  # noqa: BLE001 - a malformed optional value must not reject the file
         raw = ds.get_item(keyword)  # identifiers are read raw so that validation can name the problem
         value = raw.value if raw is not None else None
-    return _from_converted(value, kind)
+    return from_converted(value, kind)
 
 
-_TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC"})
-# Binary numbers: VR -> (struct code, size of one value).
-_BINARY_VRS: dict[str, tuple[str, int]] = {
-    "US": ("H", 2), "SS": ("h", 2), "UL": ("L", 4), "SL": ("l", 4), "SV": ("q", 8), "UV": ("Q", 8),
-    "FL": ("f", 4), "FD": ("d", 8), "AT": ("HH", 4),
-}
-_BULK_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV"})
-_DICOM_VRS = frozenset(vr.value for vr in VR if len(vr.value) == 2)
 _UID_TEXT = re.compile(r"[0-9.]+")
 # (tag, keyword, column, kind, dictionary VR)
 _FIELD_TAGS: tuple[tuple[int, str, str, str, str], ...] = tuple(
@@ -288,65 +156,7 @@ def _encodings(ds: Dataset) -> list[str]:
         return [default_encoding]
 
 
-def _unpack_numbers(raw: bytes, vr: str, little_endian: bool) -> list[Any]:
-    code, size = _BINARY_VRS[vr]
-    if len(raw) % size:
-        raise _Unusable(f"has {len(raw)} bytes, not a whole number of {size}-byte values")
-    count = len(raw) // size
-    values = list(struct.unpack(("<" if little_endian else ">") + code * count, raw))
-    if vr == "AT":
-        return [BaseTag(g << 16 | e) for g, e in zip(values[::2], values[1::2], strict=True)]
-    return values
-
-
-def _coerce_raw(elem: RawDataElement, vr: str, dict_vr: str, kind: str,
-                encodings: Callable[[], list[str]]) -> str | int | None:
-    """A raw element whose VR is not its dictionary VR, as the column's type."""
-    raw: bytes = elem.value
-    if vr == "UN":  # the value is encoded as the element's real (dictionary) VR
-        vr = dict_vr
-    if vr in _BINARY_VRS:
-        numbers = _unpack_numbers(raw, vr, elem.is_little_endian)
-        if not numbers:
-            return None
-        if kind == "int":
-            return _int_from_number(numbers[0])
-        single = vr == "FL"
-        return _text("\\".join(_float_text(n, single) if isinstance(n, float) else _value_text(n) for n in numbers))
-    if vr == "SQ":
-        raise _Unusable("is a sequence, not a value")
-    if vr in _BULK_VRS or vr not in _DICOM_VRS:
-        raise _Unusable("is not an integer" if kind == "int" else "is not text")
-    if kind == "int":
-        return _ascii_int(raw)
-    try:  # any text VR is decoded with the dataset's character set
-        return _decoded_text(raw, "PN" if vr == "PN" else "LO", encodings)
-    except _TEXT_ERRORS:
-        return _text(raw.decode("latin-1", "replace"))
-
-
-_TEXT_ERRORS = (UnicodeDecodeError, ValueError, OverflowError, LookupError)
-
-
-def _ascii_int(raw: bytes) -> int | None:
-    """A text-encoded integer value (IS, or text in another VR) as an int."""
-    try:
-        return _int_from_text(raw.decode("ascii"))
-    except UnicodeDecodeError:
-        raise _Unusable("is not an integer", not_integer=True) from None
-
-
-def _decoded_text(raw: bytes, vr: str, encodings: Callable[[], list[str]]) -> str | None:
-    """A raw text value of ``vr``: names and descriptions in the dataset's character set, the
-    rest (UI, DA, TM, CS, AS) ASCII by definition; raises one of ``_TEXT_ERRORS``."""
-    if vr == "PN":
-        return _text(str(PersonName(raw, encodings())))
-    if vr in _TEXT_VRS:
-        return _text(decode_bytes(raw, encodings(), TEXT_VR_DELIMS))
-    return _text(raw.decode("ascii"))
-
-
-def _invalid(tag: int, keyword: str, vr: str | None, dict_vr: str, exc: _Unusable) -> InvalidValueError:
+def _invalid(tag: int, keyword: str, vr: str | None, dict_vr: str, exc: Unusable) -> InvalidValueError:
     vr = vr or dict_vr
     where = f"{BaseTag(tag)} {keyword}"
     if exc.shown is not None and keyword not in PHI_KEYWORDS and "PN" not in (vr, dict_vr):
@@ -360,7 +170,7 @@ def _extract(ds: Dataset) -> dict[str, Any]:
     Values are decoded straight from pydicom's raw elements (ASCII for UIDs, codes, dates and
     numbers; the dataset's Specific Character Set for names and descriptions), which is several
     times faster than pydicom's general element conversion; anything unusual falls back to it
-    or to :func:`_coerce_raw`. Raises :class:`InvalidValueError` for a value a column cannot take.
+    or to :func:`coerce_raw`. Raises :class:`InvalidValueError` for a value a column cannot take.
     """
     row: dict[str, Any] = {}
     encodings: list[str] | None = None
@@ -377,37 +187,45 @@ def _extract(ds: Dataset) -> dict[str, Any]:
         if elem is None:
             row[column] = None
             continue
-        vr = elem.VR or dict_vr  # implicit VR: the dictionary's
-        value: str | int | None
         try:
-            if not isinstance(elem, RawDataElement):  # a sequence, or already converted
-                value = None if elem.value is None else _slow_value(ds, keyword, kind)
-            elif elem.value is None:  # deferred: longer than the deferral size, not read
-                value = None
-            elif elem.length == UNDEFINED_LENGTH:
-                raise _Unusable("has an undefined length, not a value")
-            elif vr != dict_vr:
-                value = _coerce_raw(elem, vr, dict_vr, kind, get_encodings)
-            elif kind == "int":
-                raw: bytes = elem.value
-                if vr == "US" and len(raw) == 2:
-                    value = struct.unpack("<H" if elem.is_little_endian else ">H", raw)[0]
-                elif vr == "US":  # empty, several values, or a broken length
-                    value = _coerce_raw(elem, vr, dict_vr, kind, get_encodings)
-                else:
-                    value = _ascii_int(raw)
-            else:
-                try:
-                    value = _decoded_text(elem.value, vr, get_encodings)
-                except _TEXT_ERRORS:
-                    value = _slow_value(ds, keyword, kind)
-        except _Unusable as exc:
-            if exc.not_integer and column in LENIENT_INT_COLUMNS:
-                value = None
-            else:
+            row[column] = _element_value(ds, elem, keyword, kind, dict_vr, get_encodings)
+        except Unusable as exc:
+            if not (exc.not_integer and column in LENIENT_INT_COLUMNS):
                 raise _invalid(tag, keyword, elem.VR, dict_vr, exc) from None
-        row[column] = value
+            row[column] = None
     return row
+
+
+def _element_value(ds: Dataset, elem: Any, keyword: str, kind: str, dict_vr: str,
+                   encodings: Callable[[], list[str]]) -> str | int | None:
+    """One element of a header column as the column's type; raises :class:`Unusable`."""
+    if not isinstance(elem, RawDataElement):  # a sequence, or already converted
+        return None if elem.value is None else _slow_value(ds, keyword, kind)
+    raw: bytes | None = elem.value
+    if raw is None:  # deferred: longer than the deferral size, not read
+        return None
+    if elem.length == UNDEFINED_LENGTH:
+        raise Unusable("has an undefined length, not a value")
+    vr = elem.VR or dict_vr  # implicit VR: the dictionary's
+    if vr != dict_vr:
+        return coerce_raw(elem, vr, dict_vr, kind, encodings)
+    if kind == "int":
+        return _raw_int(elem, raw, vr, encodings)
+    try:
+        return decoded_text(raw, vr, encodings)
+    except TEXT_ERRORS:
+        return _slow_value(ds, keyword, kind)
+
+
+def _raw_int(elem: RawDataElement, raw: bytes, vr: str,
+             encodings: Callable[[], list[str]]) -> str | int | None:
+    """A raw element of an int column, with its dictionary VR, as an int (or None)."""
+    if vr != "US":
+        return ascii_int(raw)
+    if len(raw) == 2:
+        return struct.unpack("<H" if elem.is_little_endian else ">H", raw)[0]
+    # empty, several values, or a broken length
+    return coerce_raw(elem, vr, vr, "int", encodings)
 
 
 def _walk_items(fp: IO[bytes], start: int, value_start: int, size: int) -> None:
@@ -445,7 +263,7 @@ def _check_vrs(elements: Collection[Any]) -> None:
             break
     for elem in elements:
         vr = elem.VR
-        if vr in _DICOM_VRS:
+        if vr in DICOM_VRS:
             continue
         if vr is None:
             if not isinstance(elem, RawDataElement):
@@ -497,12 +315,9 @@ def _check_complete(ds: Dataset, row: dict[str, Any], stop: _PixelStop | None, e
         raise UnreadableError("image has Rows/Columns but its pixel data is missing: the file is truncated")
 
 
-def parse_header(fp: IO[bytes], size: int) -> dict[str, Any]:
-    """Parse the header of an open binary file of ``size`` bytes.
-
-    Returns the catalogue's header columns (UIDs and dates as raw strings; validation checks
-    them), each of its kind's type (see the module rules).
-    """
+def _open_dataset(fp: IO[bytes], size: int) -> tuple[int, bool]:
+    """Where the file starts in ``fp`` and whether it has a Part-10 preamble; raises
+    :class:`NotDicomError` for a file that is neither."""
     if size == 0:
         raise NotDicomError("empty file")
     start = fp.tell()
@@ -511,7 +326,21 @@ def parse_header(fp: IO[bytes], size: int) -> dict[str, Any]:
     has_preamble = len(head) >= 132 and head[128:132] == b"DICM"
     if not has_preamble and not _looks_like_raw_dataset(head):
         raise NotDicomError("no DICOM preamble and no recognisable dataset at the start of the file")
+    return start, has_preamble
 
+
+@dataclass(slots=True)
+class _Parsed:
+    ds: Dataset
+    meta: Dataset | None
+    row: dict[str, Any]
+    stop: _PixelStop | None
+    element_start: int  # where the stop element (or the end of the dataset) is, from the start
+
+
+def _read_dataset(fp: IO[bytes], start: int, has_preamble: bool) -> _Parsed:
+    """Read the dataset up to its pixel data, check its VRs and extract the header columns;
+    pydicom's errors are raised as :class:`HeaderError` subclasses."""
     stops: list[_PixelStop] = []
 
     def stop_when(tag: BaseTag, vr: str | None, length: int) -> bool:
@@ -540,21 +369,43 @@ def parse_header(fp: IO[bytes], size: int) -> dict[str, Any]:
         raise NotDicomError(f"not a DICOM dataset: {exc}") from exc
     except Exception as exc:
         raise UnreadableError(f"corrupt DICOM ({type(exc).__name__}): {exc}") from exc
+    return _Parsed(ds, meta, row, stops[0] if stops else None, element_start)
+
+
+def _meta_transfer_syntax(meta: Dataset | None) -> str | None:
+    """The file meta information's Transfer Syntax UID (None without one); raises
+    :class:`UnreadableError` if it is not a UID."""
+    if meta is None:
+        return None
+    ts = as_text(meta.get("TransferSyntaxUID"))
+    if ts is not None and (len(ts) > 64 or not _UID_TEXT.fullmatch(ts)):
+        # Not shown: a corrupt meta element can swallow the dataset, patient data included.
+        raise UnreadableError("the file meta information's Transfer Syntax UID is not a UID: it is corrupt")
+    return ts
+
+
+def _encoding_transfer_syntax(ds: Dataset) -> str:
+    """The uncompressed transfer syntax a dataset without one in its meta information was read in."""
+    implicit, little = ds.original_encoding
+    return "1.2.840.10008.1.2" if implicit else ("1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2")
+
+
+def parse_header(fp: IO[bytes], size: int) -> dict[str, Any]:
+    """Parse the header of an open binary file of ``size`` bytes.
+
+    Returns the catalogue's header columns (UIDs and dates as raw strings; validation checks
+    them), each of its kind's type (see the module rules).
+    """
+    start, has_preamble = _open_dataset(fp, size)
+    parsed = _read_dataset(fp, start, has_preamble)
+    ds, row = parsed.ds, parsed.row
     if not has_preamble and len(ds._dict) < 2:
         raise NotDicomError("forced parse found no DICOM elements")
-    ts = None
-    if meta is not None:
-        ts = _text(meta.get("TransferSyntaxUID"))
-        if ts is not None and (len(ts) > 64 or not _UID_TEXT.fullmatch(ts)):
-            # Not shown: a corrupt meta element can swallow the dataset, patient data included.
-            raise UnreadableError("the file meta information's Transfer Syntax UID is not a UID: it is corrupt")
-    _check_complete(ds, row, stops[0] if stops else None, element_start, size, fp, start,
+    ts = _meta_transfer_syntax(parsed.meta)
+    _check_complete(ds, row, parsed.stop, parsed.element_start, size, fp, start,
                     positions_known=ts not in DEFLATED_TS)
-    if ts is None:
-        implicit, little = ds.original_encoding
-        ts = "1.2.840.10008.1.2" if implicit else ("1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2")
-    row["transfer_syntax_uid"] = ts
-    row["has_pixel_data"] = bool(stops)
+    row["transfer_syntax_uid"] = ts if ts is not None else _encoding_transfer_syntax(ds)
+    row["has_pixel_data"] = parsed.stop is not None
     return row
 
 

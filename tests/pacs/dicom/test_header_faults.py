@@ -190,6 +190,47 @@ def test_a_sequence_for_a_text_column_is_an_invalid_value() -> None:
     assert error.detail.startswith("(0008,0080) InstitutionName: value with VR SQ")
 
 
+def test_rows_with_several_us_values_is_catalogued_as_the_first_and_empty_rows_as_absent() -> None:
+    header = read_header_bytes(_with_element("CT_small.dcm", "Rows", "US", [128, 64]))
+    assert (header["rows"], header["columns"]) == (128, 128)
+    header = read_header_bytes(_with_element("CT_small.dcm", "Rows", "US", None))
+    assert (header["rows"], header["columns"]) == (None, 128)
+
+
+def _with_undefined_length(keyword: str, vr: bytes, value: bytes) -> bytes:
+    """CT_small.dcm with ``keyword`` rewritten as an explicit-VR ``vr`` element of undefined length
+    holding ``value`` and a sequence delimiter."""
+    data = _with_element("CT_small.dcm", keyword, "UT", "ABCD")
+    at = _element_start(data, keyword, header_len=12)
+    assert data[at + 4:at + 6] == b"UT"
+    delimiter = struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
+    return data[:at + 4] + vr + b"\x00\x00" + struct.pack("<L", 0xFFFFFFFF) + value + delimiter + data[at + 16:]
+
+
+def test_a_text_value_of_undefined_length_is_an_invalid_value() -> None:
+    error = _invalid(_with_undefined_length("InstitutionName", b"UT", b"ABCD"))
+    assert error.detail == "(0008,0080) InstitutionName: value with VR UT has an undefined length, not a value"
+
+
+def test_an_un_value_of_undefined_length_read_as_a_sequence_is_an_invalid_value() -> None:
+    empty_item = struct.pack("<HHL", 0xFFFE, 0xE000, 0xFFFFFFFF) + struct.pack("<HHL", 0xFFFE, 0xE00D, 0)
+    error = _invalid(_with_undefined_length("InstitutionName", b"UN", empty_item))
+    assert error.detail == "(0008,0080) InstitutionName: value with VR SQ is a sequence, not a value"
+
+
+@pytest.mark.parametrize(("keyword", "vr", "column"), [("StudyDate", b"DA", "study_date"),
+                                                       ("Modality", b"CS", "modality")])
+def test_an_ascii_value_with_a_non_ascii_byte_is_catalogued_as_pydicom_reads_it(keyword: str, vr: bytes,
+                                                                                 column: str) -> None:
+    data = bytearray(_bytes("CT_small.dcm"))
+    at = _element_start(bytes(data), keyword)
+    assert data[at + 4:at + 6] == vr
+    data[at + 8] = 0xE9
+    expected = str(pydicom.dcmread(io.BytesIO(bytes(data)))[keyword].value).strip()
+    assert expected[0] == "\u00e9"
+    assert read_header_bytes(bytes(data))[column] == expected
+
+
 # --- no PHI in details --------------------------------------------------------------------------
 
 
