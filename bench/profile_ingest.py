@@ -29,7 +29,7 @@ DEFAULT_N = {"ct": 2000, "small": 10000}
 
 
 def one_run(kind: str, n: int, src: Path, fsync: bool, args: argparse.Namespace) -> dict[str, Any]:
-    from pacs import intake
+    from pacs import catalogue, intake
     from pacs.config import load_config
 
     base = args.workdir / "run" / f"profile-{kind}-{n}-fsync{int(fsync)}"
@@ -56,7 +56,7 @@ def one_run(kind: str, n: int, src: Path, fsync: bool, args: argparse.Namespace)
     intake.finalize_batches(cfg, ids)
     steps["finalize"] = time.perf_counter() - t
     t = time.perf_counter()
-    intake.refresh_snapshot(cfg)
+    catalogue.refresh(cfg)
     steps["snapshot"] = time.perf_counter() - t
     if prof:
         prof.disable()

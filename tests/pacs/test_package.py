@@ -91,3 +91,24 @@ def test_every_exception_derives_from_the_one_root() -> None:
                     and not issubclass(obj, PacsError):
                 strays.append(f"{name}.{attr}")
     assert strays == []
+
+
+def test_one_place_sets_duckdb_memory() -> None:
+    setters = {rel for rel, path in _sources().items() if re.search(r"memory_limit\s*=", path.read_text())
+               and "SET memory_limit" in path.read_text()}
+    assert setters == {"catalogue/db.py"}, sorted(setters)
+
+
+# The README's concepts and the room a newcomer finds each in, by its name.
+CONCEPTS = {
+    "study": "catalogue", "series": "catalogue", "tier": "tiers", "quarantine": "intake.quarantine",
+    "recall": "tiers.recall", "snapshot": "catalogue.snapshot", "journal": "journal",
+    "fixity": "tiers.fixity", "lifecycle": "tiers.lifecycle",
+}
+
+
+@pytest.mark.parametrize(("concept", "room"), CONCEPTS.items())
+def test_each_concept_has_a_home_named_after_it(concept: str, room: str) -> None:
+    module = importlib.import_module(f"pacs.{room}")
+    assert concept in room or concept in (module.__doc__ or "").lower().split("\n")[0], \
+        f"pacs.{room} does not say it is the home of {concept}"

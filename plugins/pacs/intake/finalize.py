@@ -55,7 +55,7 @@ def _finalize_owned(cfg: Config, batch_id: str, con: Any) -> dict[str, Any]:
             except PermissionError:  # e.g. another user's file in a sticky landing folder
                 not_permitted += 1
         if r.get("delete_dst") and not (con is not None and _referenced(con, r["dst_uri"])) \
-                and store.remove(cfg.online, cfg.online.path_of_uri(r["dst_uri"])):
+                and store.remove(cfg.online, r["dst_uri"]):
             dropped += 1
     if not_permitted:
         log.warning("batch %s: %d landing file(s) are stored and catalogued but could not be removed from landing "

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 def _place_winners(cfg: Config, rows: pa.Table) -> None:
     """Put first-received files where a later file of the same SOP instance had landed first."""
     for r in rows.to_pylist():
-        dst = cfg.online.path_of_uri(r["dst_uri"])
+        dst = r["dst_uri"]
         if store.holds(cfg.online, dst, r["sha256"]):
             continue  # placed by an interrupted attempt
         src_loc = cfg.landing[r["landing"]]

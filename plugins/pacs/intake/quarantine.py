@@ -80,7 +80,7 @@ def resubmit(cfg: Config, *, reasons: list[str] | None = None, ids: list[str] | 
             )
             store.remove(cfg.quarantine, qpath)
             if row["sidecar_uri"]:
-                store.remove(cfg.quarantine, cfg.quarantine.path_of_uri(row["sidecar_uri"]))
+                store.remove(cfg.quarantine, row["sidecar_uri"])
             done += 1
     log.info("re-submitted %d quarantined file(s) to landing", done)
     return {"resubmitted": done}

@@ -1,7 +1,8 @@
 """The store: where the archive's bytes live, behind one interface.
 
 A :class:`Location` (a local folder or an object-store prefix) names a place; the functions
-here act on it through one of two backends, :mod:`pacs.store.local` and
+here act on a file of it, named by its path or by the URI the catalogue records (either is
+taken), through one of two backends, :mod:`pacs.store.local` and
 :mod:`pacs.store.objects`. This module is the only one that picks between them: the rest of
 the package never asks whether a location is local.
 
@@ -61,6 +62,7 @@ def write(loc: Location, path: str, data: bytes | memoryview, sha256: str, *, fs
     """Publish ``data`` (whose sha256 is ``sha256``) at ``path``; False if a file was there and
     ``overwrite`` is not set (it is left untouched). ``tag`` marks local temporary names so that
     an interrupted writer can clean up its own leftovers (:func:`clean_temp`)."""
+    path = loc.path_of_uri(path)
     return _backend(loc).write(loc, path, data, sha256, fsync=fsync, overwrite=overwrite, tag=tag)
 
 
@@ -68,6 +70,7 @@ def put(loc: Location, path: str, data: bytes, *, fsync: bool = True) -> None:
     """Write a small file atomically, replacing what was there (journal entries, manifests,
     reports, alerts): a reader sees the old bytes or the new, never a mix; with ``fsync``
     (local) the file and its name are durable before this returns."""
+    path = loc.path_of_uri(path)
     _backend(loc).put(loc, path, data, fsync=fsync)
 
 
@@ -75,6 +78,7 @@ def put(loc: Location, path: str, data: bytes, *, fsync: bool = True) -> None:
 def writer(loc: Location, path: str) -> Iterator[Any]:
     """A binary file to stream into ``path``, published atomically when the block ends without
     error and discarded otherwise."""
+    path = loc.path_of_uri(path)
     with _backend(loc).writer(loc, path) as f:
         yield f
 
@@ -82,6 +86,7 @@ def writer(loc: Location, path: str) -> Iterator[Any]:
 def copy_stream(src_fs: AbstractFileSystem, src: str, loc: Location, dst: str, *, fsync: bool,
                 overwrite: bool = False, tag: str = "") -> Written:
     """Stream ``src`` (on ``src_fs``) into ``dst``, computing its sha256 in the same pass."""
+    dst = loc.path_of_uri(dst)
     return _backend(loc).copy_stream(src_fs, src, loc, dst, fsync=fsync, overwrite=overwrite, tag=tag)
 
 
@@ -93,16 +98,19 @@ def put_many(loc: Location, puts: list[Any], *, read_back: bool = False, concurr
 
 def put_large(loc: Location, path: str, local_file: str, sha256: str) -> str:
     """Publish a big local file (multipart on object storage), verified by reading it back."""
+    path = loc.path_of_uri(path)
     return _backend(loc).put_large(loc, path, local_file, sha256)
 
 
 def remove(loc: Location, path: str) -> bool:
     """Delete a file if present; True if something was deleted."""
+    path = loc.path_of_uri(path)
     return _backend(loc).remove(loc, path)
 
 
 def remove_tree(loc: Location, folder: str) -> None:
     """Delete a folder (a prefix) and everything under it."""
+    folder = loc.path_of_uri(folder)
     _backend(loc).remove_tree(loc, folder)
 
 
@@ -121,6 +129,7 @@ def sync(locations: list[Location]) -> None:
 
 def read(loc: Location, path: str, offset: int | None = None, length: int | None = None) -> bytes:
     """A file's bytes, or the ``length`` bytes at ``offset`` (one ranged read)."""
+    path = loc.path_of_uri(path)
     return _backend(loc).read(loc, path, offset, length)
 
 
@@ -128,11 +137,13 @@ def read_small(loc: Location, path: str, size: int, limit: int) -> tuple[bytes, 
     """Read a local file of at most ``limit`` bytes once, with its identity (None when it changed
     while read) so that a later rename can prove it moves exactly these bytes; None when the
     file is larger or not local (the caller streams it)."""
+    path = loc.path_of_uri(path)
     return _backend(loc).read_small(loc, path, size, limit)
 
 
 def hash_at(loc: Location, path: str) -> str | None:
     """sha256 of the file at ``path``, or None when there is none."""
+    path = loc.path_of_uri(path)
     return _backend(loc).hash_at(loc, path)
 
 
@@ -147,21 +158,26 @@ def exists(loc: Location, path: str) -> bool:
 
 def is_link(loc: Location, path: str) -> bool:
     """Whether ``path`` is a symbolic link (never on object storage)."""
+    path = loc.path_of_uri(path)
+    path = loc.path_of_uri(path)
     return _backend(loc).is_link(loc, path)
 
 
 def modified(loc: Location, path: str) -> float | None:
     """Modification time (not following links), or None when the file is gone."""
+    path = loc.path_of_uri(path)
     return _backend(loc).modified(loc, path)
 
 
 def still_same(loc: Location, path: str, size: int, mtime_ns: int) -> bool:
     """Whether a file is still the one seen with ``size`` and ``mtime_ns`` (a link: not newer)."""
+    path = loc.path_of_uri(path)
     return _backend(loc).still_same(loc, path, size, mtime_ns)
 
 
 def names(loc: Location, folder: str) -> list[str]:
     """The names directly under ``folder``, sorted (empty when it does not exist)."""
+    folder = loc.path_of_uri(folder)
     return _backend(loc).names(loc, folder)
 
 

@@ -43,7 +43,7 @@ class Put:
 def read_verified(loc: Location, uri: str, sha256: str, offset: int | None = None,
                   length: int | None = None) -> bytes:
     """Read a copy (or a packed member's byte range) and check it against ``sha256``."""
-    data = store.read(loc, loc.path_of_uri(uri), offset, length)
+    data = store.read(loc, uri, offset, length)
     got = hashlib.sha256(data).hexdigest()
     if got != sha256:
         raise CorruptCopyError(f"{uri}: sha256 {got[:12]}… does not match the catalogue's {sha256[:12]}…")

@@ -128,7 +128,7 @@ def verify_chunk(cfg: Config, fixity_id: str, chunk: str) -> dict[str, Any]:
     out: list[dict[str, Any]] = []
     if tier == "online":
         for r in rows:
-            got = store.hash_at(loc, loc.path_of_uri(r["uri"]))
+            got = store.hash_at(loc, r["uri"])
             if got is None:
                 out.append(_result(tier, r, "missing", None, "the catalogued online file does not exist"))
             elif got != r["sha256"]:
@@ -148,9 +148,8 @@ def verify_chunk(cfg: Config, fixity_id: str, chunk: str) -> dict[str, Any]:
 
 
 def _verify_object(loc: Location, uri: str, members: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    path = loc.path_of_uri(uri)
     try:
-        data = store.read(loc, path)
+        data = store.read(loc, uri)
     except FileNotFoundError:
         return [_result("offline", m, "missing", None, "the catalogued offline object does not exist")
                 for m in members]
@@ -249,15 +248,14 @@ def _repair(cfg: Config, con: Any, r: dict[str, Any], verified_ok: dict[tuple[st
             data = transfer.read_verified(cfg.offline, offline_uri, sha, offset, length)
         except (transfer.CorruptCopyError, FileNotFoundError):
             return None
-        store.write(cfg.online, cfg.online.path_of_uri(online_uri), data, sha, fsync=True, overwrite=True)
-        if store.hash_at(cfg.online, cfg.online.path_of_uri(online_uri)) != sha:
+        store.write(cfg.online, online_uri, data, sha, fsync=True, overwrite=True)
+        if store.hash_at(cfg.online, online_uri) != sha:
             return None
         return "restored from the verified offline copy"
     if r["tier"] == "offline" and offline_uri == r["uri"] and offset is None and online_uri \
             and verified_ok.get(("online", online_uri)):
         data = transfer.read_verified(cfg.online, online_uri, sha)
-        path = cfg.offline.path_of_uri(offline_uri)
-        store.write(cfg.offline, path, data, sha, fsync=True, overwrite=True)
+        store.write(cfg.offline, offline_uri, data, sha, fsync=True, overwrite=True)
         try:
             transfer.read_verified(cfg.offline, offline_uri, sha)
         except transfer.CorruptCopyError:

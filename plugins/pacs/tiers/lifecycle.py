@@ -242,7 +242,7 @@ def switch_and_purge(cfg: Config, plan_id: str | None, *, logical_date: dt.date,
         purge = con.sql(sql.load("lifecycle_purge_list"), params={"logical_date": logical_date}).to_arrow_table()
         deleted = []
         for r in purge.to_pylist():
-            store.remove(cfg.online, cfg.online.path_of_uri(r["online_uri"]))
+            store.remove(cfg.online, r["online_uri"])
             deleted.append(r)
         if deleted:
             con.register("purged", pa.Table.from_pylist(deleted).select(["sop_instance_uid", "study_instance_uid"]))

@@ -61,7 +61,7 @@ def recall(cfg: Config, *, study_uids: Sequence[str] = (), patient_id: str | Non
         con.register("recall_studies", studies)
         images = con.sql(sql.load("recall_images")).to_arrow_table().to_pylist()
         todo = [r for r in images if not (r["online_uri"] and store.exists(
-            cfg.online, cfg.online.path_of_uri(r["online_uri"])))]
+            cfg.online, r["online_uri"]))]
         missing = [r for r in todo if not r["offline_uri"]]
         if missing:
             raise RecallError(f"{len(missing)} image(s) have neither an online nor an offline copy")
