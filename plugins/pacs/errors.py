@@ -99,7 +99,15 @@ class UnsafePathError(TerminalError, ValueError):
     """A value that is not a valid DICOM UID (or batch id) was about to become a path."""
 
 
+class UsageError(TerminalError, ValueError):
+    """A command or task asked for something that does not exist (an unknown reason code, say)."""
+
+
 # --- catalogue --------------------------------------------------------------------------------
+
+class CatalogueMissingError(TerminalError, FileNotFoundError):
+    """The catalogue file does not exist yet (nothing was ingested)."""
+
 
 class CatalogueBusyError(TransientError, RuntimeError):
     """Another process held the catalogue's lock for longer than the timeout."""

@@ -21,7 +21,7 @@ from typing import Any
 import duckdb
 
 from pacs.catalogue import sql
-from pacs.errors import CatalogueBusyError
+from pacs.errors import CatalogueBusyError, CatalogueMissingError
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def connect(path: str | os.PathLike[str], *, read_only: bool = False, timeout: f
     """Open the catalogue, waiting (with jittered backoff) while another process holds its lock."""
     path = Path(path)
     if read_only and not path.exists():
-        raise FileNotFoundError(f"catalogue {path} does not exist yet (run pacs_ingest first)")
+        raise CatalogueMissingError(f"catalogue {path} does not exist yet (run pacs_ingest first)")
     if not read_only and create:
         path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout

@@ -25,6 +25,7 @@ from pacs import catalogue, store
 from pacs.config import Config
 from pacs.dicom.layout import quarantine_key
 from pacs.dicom.validation import REASONS
+from pacs.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def select(con: Any, *, reasons: list[str] | None = None, ids: list[str] | None 
     """Quarantine rows matching the filters (reasons and/or quarantine ids)."""
     for r in reasons or []:
         if r not in REASONS:
-            raise ValueError(f"unknown reason code {r!r}; known: {', '.join(sorted(REASONS))}")
+            raise UsageError(f"unknown reason code {r!r}; known: {', '.join(sorted(REASONS))}")
     rel = con.sql(
         "SELECT quarantine_id, batch_id, reason, detail, quarantine_uri, sidecar_uri, sha256, size_bytes, status "
         "FROM quarantine "
@@ -82,6 +83,8 @@ def resubmit(cfg: Config, *, reasons: list[str] | None = None, ids: list[str] | 
             if row["sidecar_uri"]:
                 store.remove(cfg.quarantine, row["sidecar_uri"])
             done += 1
+        if done:
+            catalogue.refresh_snapshot(con, cfg.parquet)  # the quarantine table analysts read
     log.info("re-submitted %d quarantined file(s) to landing", done)
     return {"resubmitted": done}
 

@@ -18,6 +18,8 @@ from typing import Any
 from fsspec import AbstractFileSystem, filesystem
 from fsspec.utils import infer_storage_options
 
+from pacs.errors import UnsafePathError
+
 
 @dataclass(frozen=True)
 class Location:
@@ -67,7 +69,7 @@ class Location:
         """The filesystem path of ``key`` (a relative posix key) under this root."""
         clean = posixpath.normpath(key)
         if clean.startswith(("/", "..")) or clean == ".":
-            raise ValueError(f"key {key!r} escapes the {self.name} root")
+            raise UnsafePathError(f"key {key!r} escapes the {self.name} root")
         if self.is_local:
             return os.path.join(self.root, *clean.split("/"))
         return f"{self.root}/{clean}"
@@ -76,7 +78,7 @@ class Location:
         """The relative key of a filesystem path under this root."""
         root = self.root.rstrip("/")
         if not (path == root or path.startswith(root + "/")):
-            raise ValueError(f"{path!r} is outside the {self.name} root")
+            raise UnsafePathError(f"{path!r} is outside the {self.name} root")
         return path[len(root) + 1 :]
 
     def contains(self, path: str) -> bool:

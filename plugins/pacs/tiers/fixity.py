@@ -407,6 +407,7 @@ def record_and_repair(cfg: Config, fixity_id: str, *, now: dt.datetime | None = 
                 "unresolved = $un, finished_at = $now WHERE fixity_id = $f",
                 {"on": online_checked, "off": offline_objects, "fi": findings, "un": unresolved, "now": now,
                  "f": fixity_id})
+        catalogue.refresh_snapshot(con, cfg.parquet)  # repairs reach the analysts' snapshot
     by_kind = {kind: {"unresolved": int(n), "repaired": int(m)} for kind, n, m in counts}
     summary = {"fixity_id": fixity_id, "online_checked": online_checked, "offline_objects_checked": offline_objects,
                "findings": by_kind, "unresolved": unresolved, "orphans_reentered": orphans["reentered"],

@@ -263,6 +263,7 @@ def switch_and_purge(cfg: Config, plan_id: str | None, *, logical_date: dt.date,
                  "bm": sum(v["bytes"] for v in moved.values())})
         else:
             left = 0
+        snapshot = catalogue.refresh_snapshot(con, cfg.parquet)  # analysts see the new tiers at once
     evicted = {k: v for k, v in moved.items() if k != "archive_copy"}
     summary = {"plan_id": plan_id,
                "studies_moved_offline": sum(v["studies"] for v in evicted.values()),
@@ -271,7 +272,8 @@ def switch_and_purge(cfg: Config, plan_id: str | None, *, logical_date: dt.date,
                "studies_archive_copied": moved.get("archive_copy", {}).get("studies", 0),
                "bytes_archive_copied": moved.get("archive_copy", {}).get("bytes", 0),
                "by_rule": moved, "online_copies_deleted": len(deleted),
-               "online_bytes_freed": sum(r["size_bytes"] for r in deleted), "studies_left_migrating": int(left)}
+               "online_bytes_freed": sum(r["size_bytes"] for r in deleted), "studies_left_migrating": int(left),
+               "snapshot_partitions_rewritten": snapshot["rewritten"]}
     log.info("lifecycle switch: %s", summary)
     return summary
 

@@ -87,6 +87,7 @@ def recall(cfg: Config, *, study_uids: Sequence[str] = (), patient_id: str | Non
                   "state": "failed" if error else "online"}
         with catalogue.transaction(con):
             catalogue.run_all(con, ("recall_commit", "aggregates", "lifecycle_study_state"), params)
+        catalogue.refresh_snapshot(con, cfg.parquet)  # analysts see the recalled copies at once
     if error is not None:
         if isinstance(error, OSError) and error.errno == 28:
             raise RecallError(f"the online tier ran out of space after {len(recalled)} file(s); those are "

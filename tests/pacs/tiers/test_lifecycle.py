@@ -415,3 +415,28 @@ def test_plan_of_a_study_in_an_unfinished_plan_is_replanned(archive, s3, tmp_pat
         == "failed"
     assert check(cfg) == []
 
+
+
+def test_analysts_see_lifecycle_and_recall_in_the_snapshot_at_once(archive, s3, tmp_path: Path) -> None:
+    """Every catalogue writer refreshes the snapshot: ``pacs query`` (which reads the snapshot)
+    shows the studies lifecycle moved offline, and the study a recall brought back."""
+    from pacs.analyst.query import run_query
+
+    cfg = _build(archive, s3, tmp_path)
+
+    def snapshot_states() -> dict[str, str]:
+        table = run_query(cfg, "SELECT study_instance_uid, tier_state FROM study")
+        return dict(zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True))
+
+    assert set(snapshot_states().values()) == {"online"}
+    expected = _expected_evictions(cfg, DAY)
+    out = run_lifecycle(cfg, logical_date=DAY, run_id="m")
+    assert out["switch"]["snapshot_partitions_rewritten"] > 0
+    states = snapshot_states()
+    assert {u for u, s in states.items() if s == "offline"} == expected
+    assert states == dict(_q(cfg, "SELECT study_instance_uid, tier_state FROM study"))  # the live catalogue
+    study = sorted(expected)[0]
+    recall(cfg, study_uids=[study], logical_date=DAY, run_id="r")
+    assert snapshot_states()[study] == "online"
+    tiers = run_query(cfg, f"SELECT DISTINCT tier FROM image WHERE study_instance_uid = '{study}'")
+    assert tiers.column(0).to_pylist() == ["online"]
