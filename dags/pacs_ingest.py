@@ -4,8 +4,9 @@
 Every 15 minutes (``PACS_INGEST_SCHEDULE``), for every landing location of the configuration
 (``PACS_CONFIG``):
 
-1. **resubmit** — only when the ``resubmit_reasons`` / ``resubmit_ids`` params are set: send
-   quarantined files back to landing (e.g. after a patient mismatch was fixed in the RIS).
+1. **resubmit** — only when the ``resubmit_reasons`` / ``resubmit_ids`` params are set (else
+   it is skipped before it does anything): send quarantined files back to landing (e.g. after
+   a patient mismatch was fixed in the RIS).
 2. **sweep** — list landing, take files seen unchanged for ``settle_seconds`` (by this
    sweeper's own observation, so a file with a future mtime is still taken), write batch
    manifests; batches left open by an interrupted run (whose lease died with it) are resumed
@@ -35,6 +36,10 @@ from airflow.sdk import Param, dag
 from pacs.dagkit import CATALOGUE, POOL, default_args, task
 
 
+def _resubmission_asked(params: dict[str, Any]) -> bool:
+    return bool(params.get("resubmit_reasons") or params.get("resubmit_ids"))
+
+
 @dag(
     dag_id="pacs_ingest",
     schedule=os.environ.get("PACS_INGEST_SCHEDULE", "*/15 * * * *"),
@@ -52,6 +57,7 @@ from pacs.dagkit import CATALOGUE, POOL, default_args, task
     },
 )
 def pacs_ingest() -> None:
+    @task.skip_if(lambda context: not _resubmission_asked(context["params"]))
     @task(pool=POOL)
     def resubmit(params: dict[str, Any] | None = None) -> dict[str, Any]:
         from pacs.config import load_config
@@ -61,7 +67,7 @@ def pacs_ingest() -> None:
         return resubmit_files(load_config(), reasons=params.get("resubmit_reasons") or None,
                               ids=params.get("resubmit_ids") or None)
 
-    @task
+    @task(trigger_rule="none_failed")  # runs after resubmit, or when it was skipped (nothing asked)
     def sweep(run_id: str | None = None) -> list[str]:
         from pacs.config import load_config
         from pacs.intake import sweep as sweep_landing

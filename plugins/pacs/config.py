@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from fsspec.utils import infer_storage_options
 
 from pacs.errors import ConfigError
 from pacs.reports.settings import CapacitySettings, parse_settings
@@ -69,13 +68,7 @@ def _location(name: str, raw: Any, base: Path) -> Location:
                 f"{name}.storage_options.{k}: credentials do not belong in the configuration file; "
                 "use conn_id (an Airflow connection) or the environment (AWS_ACCESS_KEY_ID, ...)"
             )
-    proto = infer_storage_options(url).get("protocol", "file")
-    if proto in ("file", "local"):
-        path = infer_storage_options(url)["path"]
-        if not os.path.isabs(path):
-            path = str((base / path).resolve())
-        url = path
-    return Location(name=name, url=url, storage_options=options, conn_id=conn_id)
+    return Location.at(name, url, base=base, storage_options=options, conn_id=conn_id)
 
 
 @dataclass(frozen=True)

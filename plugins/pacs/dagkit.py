@@ -73,6 +73,10 @@ def task(fn: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
     return lambda f: airflow_task(**kwargs)(_fail_terminal(f))
 
 
+task.skip_if = airflow_task.skip_if  # type: ignore[attr-defined]  # @task.skip_if(condition) above @task(...)
+task.run_if = airflow_task.run_if  # type: ignore[attr-defined]
+
+
 def run_moment(logical_date: dt.datetime | None, run_after: dt.datetime | None) -> dt.datetime:
     """The run's logical date, else its ``run_after``, in UTC."""
     moment = logical_date or run_after

@@ -67,7 +67,8 @@ def test_no_module_over_600_lines_and_no_function_over_80() -> None:
 
 
 def test_local_versus_object_storage_is_decided_in_the_store_alone() -> None:
-    mentions = {rel for rel, path in _sources().items() if re.search(r"\bis_local\b", path.read_text())}
+    decides = re.compile(r"\bis_local\b|\.protocol\b|infer_storage_options|local_fs\(")
+    mentions = {rel for rel, path in _sources().items() if decides.search(path.read_text())}
     assert mentions <= {"store/__init__.py", "store/location.py"}, sorted(mentions)
 
 

@@ -10,7 +10,6 @@ import argparse
 import datetime as dt
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -34,9 +33,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _out_location(url: str) -> Location:
     """``--out-location``: a folder (relative to the working directory) or an fsspec URL."""
-    if "://" in url and not url.startswith("file://"):
-        return Location(name="report output", url=url)
-    return Location(name="report output", url=os.path.abspath(url.removeprefix("file://")))
+    return Location.at("report output", url)
 
 
 def _print_summary(result: dict[str, Any]) -> None:

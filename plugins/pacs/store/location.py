@@ -34,6 +34,19 @@ class Location:
     storage_options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     conn_id: str | None = None
 
+    @classmethod
+    def at(cls, name: str, url: str, *, base: str | os.PathLike[str] | None = None,
+           storage_options: dict[str, Any] | None = None, conn_id: str | None = None) -> Location:
+        """The location ``url`` names; a relative local path resolves against ``base`` (default:
+        the working directory) and ``file://`` is dropped, so every local location is absolute."""
+        loc = cls(name=name, url=url, storage_options=dict(storage_options or {}), conn_id=conn_id)
+        if not loc.is_local:
+            return loc
+        path = infer_storage_options(url)["path"]
+        if not os.path.isabs(path):
+            path = os.path.realpath(os.path.join(base or os.getcwd(), path))
+        return cls(name=name, url=path, storage_options=loc.storage_options, conn_id=conn_id)
+
     @property
     def protocol(self) -> str:
         proto = infer_storage_options(self.url).get("protocol", "file")
