@@ -86,6 +86,10 @@ def hash_at(loc: Location, path: str) -> str | None:
 
 
 def remove(loc: Location, path: str) -> bool:
+    # DeleteObject succeeds for a key that does not exist: ask first, so that True means deleted
+    loc.fs.invalidate_cache(path)
+    if not loc.fs.exists(path):
+        return False
     try:
         loc.fs.rm_file(path)
         return True
