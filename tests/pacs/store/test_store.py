@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import hashlib
 from pathlib import Path
+
 import pytest
 from helpers import s3fs_for
 
