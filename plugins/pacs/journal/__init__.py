@@ -72,6 +72,42 @@ class Step(StrEnum):
     ATTEMPTS = "attempts.json"
 
 
+class LifecycleStep(StrEnum):
+    """The steps a lifecycle plan records (plus one ``copied-NNNN.parquet`` per migrate batch)."""
+
+    IMAGES = "images.parquet"  # plan: every image to copy, with its batch
+    PLAN = "plan.parquet"      # plan: each study, the rule that selected it, its bytes
+
+    @staticmethod
+    def copied(batch_no: int) -> str:
+        """migrate: what batch ``batch_no`` copied and verified."""
+        return f"copied-{batch_no:04d}.parquet"
+
+
+class FixityStep(StrEnum):
+    """The steps a fixity audit records (plus its per-chunk and per-tier files below)."""
+
+    PLAN = "plan.json"                        # plan: start time and chunks
+    ONLINE = "online.parquet"                 # plan: the online files to verify, by chunk
+    OFFLINE = "offline.parquet"               # plan: the offline objects due, by chunk
+    REENTRY = "reentry-online.parquet"        # repair: what became of each online orphan
+
+    @staticmethod
+    def known(tier: str) -> str:
+        """plan: every copy the catalogue knows in ``tier`` (for reconciling the listing)."""
+        return f"known-{tier}.parquet"
+
+    @staticmethod
+    def result(chunk: str) -> str:
+        """verify: the findings of one chunk."""
+        return f"result-{chunk}.parquet"
+
+    @staticmethod
+    def reconciled(tier: str) -> str:
+        """reconcile: the orphans of ``tier``'s listing."""
+        return f"result-reconcile-{tier}.parquet"
+
+
 MANIFEST, STAGED, STORED, OUTCOME, MERGED, DONE = (Step.MANIFEST, Step.STAGED, Step.STORED, Step.OUTCOME,
                                                     Step.MERGED, Step.DONE)
 

@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 PREFIX = journal.FIXITY
 ORPHAN_FOLDER = "orphans"          # under <landing[0]>/resubmitted/
 REENTERED = "reentered_intake"     # fixity_finding.repair of an orphan sent back through intake
-REENTRY = "reentry-online.parquet"  # the journal of what the repair step did with online orphans
+REENTRY = journal.FixityStep.REENTRY  # what the repair step did with online orphans
 ONLINE_CHUNK = 20_000
 OFFLINE_CHUNK = 2_000
 RESULT_SCHEMA = pa.schema([
@@ -87,12 +87,12 @@ def plan(cfg: Config, *, logical_date: dt.date, run_id: str = "manual", now: dt.
         total_offline = con.execute(
             "SELECT count(DISTINCT offline_uri) FROM image WHERE offline_uri IS NOT NULL").fetchall()[0][0]
         share = math.ceil(total_offline / policy.fixity_offline_weeks) if total_offline else 0
-        n_online = catalogue.write_query(con, cfg.work, _key(fixity_id, "online.parquet"),
+        n_online = catalogue.write_query(con, cfg.work, _key(fixity_id, journal.FixityStep.ONLINE),
                                          sql.load("fixity_online"), {"chunk": ONLINE_CHUNK})
-        n_offline = catalogue.write_query(con, cfg.work, _key(fixity_id, "offline.parquet"),
+        n_offline = catalogue.write_query(con, cfg.work, _key(fixity_id, journal.FixityStep.OFFLINE),
                                           sql.load("fixity_offline"), {"chunk": OFFLINE_CHUNK, "share": share})
         for tier in ("online", "offline"):
-            catalogue.write_query(con, cfg.work, _key(fixity_id, f"known-{tier}.parquet"),
+            catalogue.write_query(con, cfg.work, _key(fixity_id, journal.FixityStep.known(tier)),
                                   sql.load("fixity_known"), {"tier": tier})
         con.execute(
             "INSERT INTO fixity_run (fixity_id, run_id, logical_date, online_checked, offline_checked, offline_total, "
@@ -100,9 +100,9 @@ def plan(cfg: Config, *, logical_date: dt.date, run_id: str = "manual", now: dt.
             "ON CONFLICT (fixity_id) DO NOTHING",
             {"f": fixity_id, "r": run_id, "d": logical_date, "t": total_offline, "now": now})
     chunks = [f"online-{i}" for i in range(math.ceil(n_online / ONLINE_CHUNK))]
-    off = _read(cfg, fixity_id, "offline.parquet")
+    off = _read(cfg, fixity_id, journal.FixityStep.OFFLINE)
     chunks += [f"offline-{i}" for i in sorted(set(off.column("chunk_no").to_pylist()))]
-    _journal(cfg).write_json(fixity_id, "plan.json", {"started_at": now.isoformat(), "chunks": chunks})
+    _journal(cfg).write_json(fixity_id, journal.FixityStep.PLAN, {"started_at": now.isoformat(), "chunks": chunks})
     info = {"fixity_id": fixity_id, "online_files": n_online, "offline_objects_due": share,
             "offline_objects_total": total_offline, "offline_rows": n_offline, "chunks": chunks}
     log.info("fixity plan %s: %d online file(s), %d of %d offline object(s) due", fixity_id, n_online, share,
@@ -119,11 +119,12 @@ def _result(tier: str, row: dict[str, Any], status: str, actual: str | None, det
 def verify_chunk(cfg: Config, fixity_id: str, chunk: str) -> dict[str, Any]:
     """Hash one chunk of copies; results to the journal (no catalogue access)."""
     tier, _, number = chunk.partition("-")
-    name = f"result-{chunk}.parquet"
+    name = journal.FixityStep.result(chunk)
     if _exists(cfg, fixity_id, name):
         t = _read(cfg, fixity_id, name)
         return {"chunk": chunk, "checked": t.num_rows, "resumed": True}
-    rows = _read(cfg, fixity_id, f"{tier}.parquet", filters=[("chunk_no", "=", int(number))]).to_pylist()
+    listing = journal.FixityStep.ONLINE if tier == "online" else journal.FixityStep.OFFLINE
+    rows = _read(cfg, fixity_id, listing, filters=[("chunk_no", "=", int(number))]).to_pylist()
     loc = cfg.online if tier == "online" else cfg.offline
     out: list[dict[str, Any]] = []
     if tier == "online":
@@ -186,10 +187,10 @@ def _unjudged(cfg: Config, tier: str) -> set[str]:
 
 def reconcile(cfg: Config, fixity_id: str, tier: str) -> dict[str, Any]:
     """List a tier and report files the catalogue does not know (orphans)."""
-    name = f"result-reconcile-{tier}.parquet"
+    name = journal.FixityStep.reconciled(tier)
     if _exists(cfg, fixity_id, name):
         return {"tier": tier, "orphans": _read(cfg, fixity_id, name).num_rows, "resumed": True}
-    started = dt.datetime.fromisoformat(_journal(cfg).read_json(fixity_id, "plan.json")
+    started = dt.datetime.fromisoformat(_journal(cfg).read_json(fixity_id, journal.FixityStep.PLAN)
                                         ["started_at"])
     loc = cfg.online if tier == "online" else cfg.offline
     listing = []
@@ -207,7 +208,7 @@ def reconcile(cfg: Config, fixity_id: str, tier: str) -> dict[str, Any]:
     con = duckdb.connect()
     try:
         con.register("listing", pa.table({"uri": pa.array(listing, pa.string())}))
-        con.register("known", _read(cfg, fixity_id, f"known-{tier}.parquet"))
+        con.register("known", _read(cfg, fixity_id, journal.FixityStep.known(tier)))
         orphans = [u for (u,) in con.execute(
             "SELECT l.uri FROM listing l ANTI JOIN known k USING (uri) ORDER BY 1").fetchall() if u not in skip]
     finally:
@@ -224,9 +225,9 @@ def reconcile(cfg: Config, fixity_id: str, tier: str) -> dict[str, Any]:
 
 
 def _results(cfg: Config, fixity_id: str) -> list[dict[str, Any]]:
-    plan_info = _journal(cfg).read_json(fixity_id, "plan.json")
-    names = [f"result-{c}.parquet" for c in plan_info["chunks"]]
-    names += [f"result-reconcile-{t}.parquet" for t in ("online", "offline")]
+    plan_info = _journal(cfg).read_json(fixity_id, journal.FixityStep.PLAN)
+    names = [journal.FixityStep.result(c) for c in plan_info["chunks"]]
+    names += [journal.FixityStep.reconciled(t) for t in ("online", "offline")]
     rows: list[dict[str, Any]] = []
     for n in names:
         if _exists(cfg, fixity_id, n):
@@ -344,7 +345,7 @@ def _reenter_orphans(cfg: Config, con: Any, fixity_id: str, results: list[dict[s
         return others + done, counts
     if not orphans:
         return results, counts
-    started = dt.datetime.fromisoformat(_journal(cfg).read_json(fixity_id, "plan.json")
+    started = dt.datetime.fromisoformat(_journal(cfg).read_json(fixity_id, journal.FixityStep.PLAN)
                                         ["started_at"])
     cutoff = started.timestamp()
     con.register("fixity_orphans", pa.table({"uri": pa.array([r["uri"] for r in orphans], pa.string())}))

@@ -108,16 +108,16 @@ def plan(cfg: Config, *, logical_date: dt.date, run_id: str = "manual", dry_run:
         studies, images, nbytes, nbatches = con.execute(
             "SELECT count(*), coalesce(sum(images), 0), coalesce(sum(bytes), 0), coalesce(max(batch_no) + 1, 0) "
             "FROM lifecycle_plan WHERE plan_id = $p", {"p": plan_id}).fetchall()[0]
-        if not dry_run and not _journal(cfg).has(plan_id, "images.parquet"):
-            catalogue.write_query(con, cfg.work, _key(plan_id, "images.parquet"),
+        if not dry_run and not _journal(cfg).has(plan_id, journal.LifecycleStep.IMAGES):
+            catalogue.write_query(con, cfg.work, _key(plan_id, journal.LifecycleStep.IMAGES),
                                   sql.load("lifecycle_plan_images"), {"plan_id": plan_id})
-        catalogue.write_query(con, cfg.work, _key(plan_id, "plan.parquet"),
+        catalogue.write_query(con, cfg.work, _key(plan_id, journal.LifecycleStep.PLAN),
                               "SELECT * FROM lifecycle_plan WHERE plan_id = $plan_id ORDER BY batch_no, age_date",
                               {"plan_id": plan_id})
     summary = {"plan_id": plan_id, "logical_date": logical_date.isoformat(), "dry_run": dry_run,
                "studies": int(studies), "images": int(images), "bytes": int(nbytes), "by_rule": by_rule,
                "batches": list(range(int(nbatches))) if not dry_run else [],
-               "plan_file": cfg.work.uri(cfg.work.path(_key(plan_id, "plan.parquet")))}
+               "plan_file": cfg.work.uri(cfg.work.path(_key(plan_id, journal.LifecycleStep.PLAN)))}
     log.info("lifecycle plan %s: %d studies, %d images, %.2f GB; studies by rule %s", plan_id, studies, images,
              nbytes / 1e9, {k: v["studies"] for k, v in by_rule.items()})
     return summary
@@ -132,11 +132,11 @@ _COPIED_SCHEMA = pa.schema([
 def migrate_batch(cfg: Config, plan_id: str, batch_no: int, *, policy: Policy | None = None) -> dict[str, Any]:
     """Copy one batch of planned images offline and verify them (no catalogue access)."""
     policy = policy or cfg.policy
-    done = f"copied-{batch_no:04d}.parquet"
+    done = journal.LifecycleStep.copied(batch_no)
     if _journal(cfg).has(plan_id, done):
         t = _journal(cfg).read_table(plan_id, done)
         return {"batch": batch_no, "files": t.num_rows, "resumed": True}
-    rows = _journal(cfg).read_table(plan_id, "images.parquet",
+    rows = _journal(cfg).read_table(plan_id, journal.LifecycleStep.IMAGES,
                               filters=[("batch_no", "=", batch_no)]).to_pylist()
     todo = [r for r in rows if not (r["offline_uri"] and r["offline_verified_at"])]
     out: list[dict[str, Any]] = []
@@ -232,8 +232,8 @@ def switch_and_purge(cfg: Config, plan_id: str | None, *, logical_date: dt.date,
     params = {"plan_id": plan_id, "now": now, "logical_date": logical_date}
     moved: dict[str, Any] = {}
     with catalogue.opened(cfg.duckdb) as con:
-        if plan_id and _journal(cfg).has(plan_id, "images.parquet"):
-            planned = _journal(cfg).read_table(plan_id, "images.parquet",
+        if plan_id and _journal(cfg).has(plan_id, journal.LifecycleStep.IMAGES):
+            planned = _journal(cfg).read_table(plan_id, journal.LifecycleStep.IMAGES,
                                          columns=["sop_instance_uid", "study_instance_uid"])
             con.register("planned_images", planned)
             con.register("copied", _copied_table(cfg, plan_id))
