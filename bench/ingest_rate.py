@@ -135,6 +135,7 @@ def _post_to_orthanc(kind: str, n: int, files: list[Path], args: argparse.Namesp
     out = {
         "ok": not problems, "problems": problems, "elapsed_s": round(posted["elapsed_s"], 3),
         "files_per_s": round(n / posted["elapsed_s"], 1), "statuses": posted["statuses"],
+        "reconnects": posted.get("reconnects", 0),
         "count_instances": stats.get("CountInstances"), "peak_rss": sampler.peak.as_dict(),
         "clients": args.clients, "index": "postgresql" if pg else "sqlite",
     }
