@@ -35,13 +35,13 @@ def finalize_batch(cfg: Config, batch_id: str, con: Any = None) -> dict[str, Any
 
 
 def _finalize_owned(cfg: Config, batch_id: str, con: Any) -> dict[str, Any]:
-    work = cfg.work
-    if journal.ingest(work).has(batch_id, journal.DONE):
-        return journal.ingest(work).read_json(batch_id, journal.DONE)
-    if not journal.ingest(work).has(batch_id, journal.MERGED):
+    j = journal.ingest(cfg.work)
+    if j.has(batch_id, journal.DONE):
+        return j.read_json(batch_id, journal.DONE)
+    if not j.has(batch_id, journal.MERGED):
         return {"batch_id": batch_id, "state": "not merged"}
-    outcomes = journal.ingest(work).read_table(batch_id, journal.OUTCOME).to_pylist()
-    landing_of = {f["row"]: f["landing"] for f in journal.ingest(work).manifest_files(batch_id)}
+    outcomes = j.read_table(batch_id, journal.OUTCOME).to_pylist()
+    landing_of = {f["row"]: f["landing"] for f in j.manifest_files(batch_id)}
     removed = kept = dropped = not_permitted = 0
     for r in outcomes:
         if r["outcome"] == Status.DEFERRED:
@@ -63,7 +63,7 @@ def _finalize_owned(cfg: Config, batch_id: str, con: Any) -> dict[str, Any]:
                     batch_id, not_permitted)
     info = {"batch_id": batch_id, "landing_removed": removed, "left_in_landing": kept,
             "uncatalogued_copies_removed": dropped, "landing_not_removable": not_permitted}
-    journal.ingest(work).mark(batch_id, journal.DONE, info)
+    j.mark(batch_id, journal.DONE, info)
     return info
 
 

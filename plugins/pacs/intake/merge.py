@@ -44,6 +44,7 @@ def merge_group(cfg: Config, con: Any, staged: pa.Table, *, run_id: str, now: dt
     Everything the decisions require is placed and every file's outcome is in the journal
     before COMMIT; the batches are marked ``merged`` only after it.
     """
+    j = journal.ingest(cfg.work)
     ids = sorted(set(staged.column("batch_id").to_pylist()))
     with catalogue.transaction(con):
         decided = catalogue.merge.decide(con, staged)
@@ -55,18 +56,18 @@ def merge_group(cfg: Config, con: Any, staged: pa.Table, *, run_id: str, now: dt
         outcomes, result = catalogue.merge.apply(con, decided, run_id=run_id, now=now)
         for b in ids:
             mine = outcomes.filter(pc.equal(outcomes.column("batch_id"), b))
-            journal.ingest(cfg.work).write_table(b, journal.OUTCOME, mine)
+            j.write_table(b, journal.OUTCOME, mine)
     for b in ids:
-        journal.ingest(cfg.work).mark(b, journal.MERGED, result.batches.get(b, {}))
+        j.mark(b, journal.MERGED, result.batches.get(b, {}))
     return result
 
 
 def merge_batches(cfg: Config, batch_ids: list[str], *, run_id: str = "manual",
                   now: dt.datetime | None = None) -> dict[str, Any]:
     """Merge processed batches into the catalogue (the single writer). Idempotent."""
-    work = cfg.work
+    j = journal.ingest(cfg.work)
     now = now or dt.datetime.now(dt.UTC)
-    ready = [b for b in batch_ids if journal.ingest(work).has(b, journal.STORED)]
+    ready = [b for b in batch_ids if j.has(b, journal.STORED)]
     not_ready = sorted(set(batch_ids) - set(ready))
     if not_ready:
         log.warning("%d batch(es) not processed yet; they stay open for the next run", len(not_ready))
@@ -74,18 +75,18 @@ def merge_batches(cfg: Config, batch_ids: list[str], *, run_id: str = "manual",
     with catalogue.opened(cfg.duckdb) as con:
         done = catalogue.merged_batches(con, ready)
         for b in done:  # committed by an interrupted attempt: only the marker is missing
-            if not journal.ingest(work).has(b, journal.MERGED):
-                journal.ingest(work).mark(b, journal.MERGED, catalogue.outcomes_from_catalogue(con, b))
+            if not j.has(b, journal.MERGED):
+                j.mark(b, journal.MERGED, catalogue.outcomes_from_catalogue(con, b))
         group: list[pa.Table] = []
         rows = 0
         with contextlib.ExitStack() as leases:
             for b in (b for b in ready if b not in done):
-                if not leases.enter_context(journal.ingest(work).lease(b)):
+                if not leases.enter_context(j.lease(b)):
                     journal.left_to_owner(b)
                     continue
-                if journal.ingest(work).has(b, journal.MERGED):  # merged by another run meanwhile
+                if j.has(b, journal.MERGED):  # merged by another run meanwhile
                     continue
-                group.append(journal.ingest(work).read_table(b, journal.STORED))
+                group.append(j.read_table(b, journal.STORED))
                 rows += group[-1].num_rows
                 if rows >= cfg.ingest.merge_chunk_rows:
                     total.add(merge_group(cfg, con, pa.concat_tables(group), run_id=run_id, now=now))

@@ -314,7 +314,8 @@ def process_batch(cfg: Config, batch_id: str, *, workers: int | None = None) -> 
     bounded: after ``MAX_ATTEMPTS`` failed attempts it is split into one batch per file, so a
     file that cannot be processed fails only itself and never blocks later batches.
     """
-    with journal.ingest(cfg.work).lease(batch_id) as held:
+    j = journal.ingest(cfg.work)
+    with j.lease(batch_id) as held:
         if not held:
             return _owned_elsewhere(batch_id)
         try:
@@ -323,36 +324,35 @@ def process_batch(cfg: Config, batch_id: str, *, workers: int | None = None) -> 
             raise
         except Exception as exc:
             attempts = _record_failure(cfg, batch_id, exc)
-            if attempts < MAX_ATTEMPTS or journal.ingest(cfg.work).has(batch_id, journal.STAGED):
+            if attempts < MAX_ATTEMPTS or j.has(batch_id, journal.STAGED):
                 raise
             return _split(cfg, batch_id, exc)
 
 
 def _record_failure(cfg: Config, batch_id: str, exc: Exception) -> int:
-    work = cfg.work
-    j = journal.ingest(work)
+    j = journal.ingest(cfg.work)
     attempts = j.read_json(batch_id, ATTEMPTS)["failed"] if j.has(batch_id, ATTEMPTS) else 0
     attempts += 1
-    journal.ingest(work).write_json(batch_id, ATTEMPTS, {"failed": attempts, "last_error": type(exc).__name__})
+    j.write_json(batch_id, ATTEMPTS, {"failed": attempts, "last_error": type(exc).__name__})
     log.warning("batch %s failed (%s), attempt %d of %d", batch_id, type(exc).__name__, attempts, MAX_ATTEMPTS)
     return attempts
 
 
 def _split(cfg: Config, batch_id: str, exc: Exception) -> dict[str, Any]:
     """Give a failing batch's files a batch each (one that fails alone is quarantined)."""
-    work = cfg.work
-    manifest = journal.ingest(work).read_json(batch_id, journal.MANIFEST)
+    j = journal.ingest(cfg.work)
+    manifest = j.read_json(batch_id, journal.MANIFEST)
     files = manifest["files"]
     if len(files) == 1:
         return _give_up_file(cfg, batch_id, files[0], exc)
     now = dt.datetime.now(dt.UTC)
     ids = journal.new_batch_ids(len(files), now)
     for new_id, f in zip(ids, files, strict=True):
-        journal.ingest(work).write_json(new_id, journal.MANIFEST, {
+        j.write_json(new_id, journal.MANIFEST, {
             "batch_id": new_id, "run_id": manifest.get("run_id"), "created_at": now.isoformat(),
             "split_from": batch_id, "files": [{**f, "row": 0}],
         })
-    journal.ingest(work).mark(batch_id, journal.DONE, {"batch_id": batch_id, "split_into": len(ids)})
+    j.mark(batch_id, journal.DONE, {"batch_id": batch_id, "split_into": len(ids)})
     log.warning("batch %s failed %d times; split into %d single-file batches for the next run",
                 batch_id, MAX_ATTEMPTS, len(ids))
     return {**counts([]), "deferred": len(files), "split": len(ids)}
@@ -373,14 +373,14 @@ def _give_up_file(cfg: Config, batch_id: str, f: dict[str, Any], exc: Exception)
 
 
 def _process_owned(cfg: Config, batch_id: str, workers: int | None) -> dict[str, Any]:
-    work = cfg.work
-    if journal.ingest(work).has(batch_id, journal.STORED):
-        return counts(journal.ingest(work).read_table(batch_id, journal.STORED).to_pylist())
-    if journal.ingest(work).has(batch_id, journal.STAGED):
-        rows = _apply_moves(cfg, journal.ingest(work).read_table(batch_id, journal.STAGED).to_pylist())
-        journal.ingest(work).write_table(batch_id, journal.STORED, table(rows))
+    j = journal.ingest(cfg.work)
+    if j.has(batch_id, journal.STORED):
+        return counts(j.read_table(batch_id, journal.STORED).to_pylist())
+    if j.has(batch_id, journal.STAGED):
+        rows = _apply_moves(cfg, j.read_table(batch_id, journal.STAGED).to_pylist())
+        j.write_table(batch_id, journal.STORED, table(rows))
         return counts(rows)
-    files = journal.ingest(work).read_json(batch_id, journal.MANIFEST)["files"]
+    files = j.read_json(batch_id, journal.MANIFEST)["files"]
     rename = cfg.ingest.rename
     move_ok = {i: rename and store.same_filesystem(loc, cfg.online) for i, loc in enumerate(cfg.landing)}
     move_q = {i: rename and store.same_filesystem(loc, cfg.quarantine) for i, loc in enumerate(cfg.landing)}
@@ -391,7 +391,7 @@ def _process_owned(cfg: Config, batch_id: str, workers: int | None) -> dict[str,
     else:
         rows = _examine_parallel(cfg, batch_id, args, n)
     if any(r["move"] for r in rows):
-        journal.ingest(work).write_table(batch_id, journal.STAGED, table(rows))
+        j.write_table(batch_id, journal.STAGED, table(rows))
         rows = _apply_moves(cfg, rows)
     # An earlier, killed attempt may have left temporary files; they carry this batch's id.
     folders = {os.path.dirname(cfg.online.path_of_uri(r["dst_uri"])) for r in rows if r["dst_uri"]}
@@ -399,7 +399,7 @@ def _process_owned(cfg: Config, batch_id: str, workers: int | None) -> dict[str,
     store.clean_temp(cfg.online, folders, batch_id)
     if cfg.ingest.fsync:  # one flush for the whole batch, before it is recorded as stored
         store.sync([*cfg.landing, cfg.online, cfg.quarantine])
-    journal.ingest(work).write_table(batch_id, journal.STORED, table(rows))
+    j.write_table(batch_id, journal.STORED, table(rows))
     summary = counts(rows)
     log.info("batch %s: %d file(s), %d ok, %d rejected %s, %d deferred", batch_id, summary["files"],
              summary["ok"], summary["rejected"], summary["reasons"], summary["deferred"])

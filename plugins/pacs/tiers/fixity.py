@@ -175,23 +175,24 @@ def _unjudged(cfg: Config, tier: str) -> set[str]:
     An open batch names its online destinations in ``staged.parquet`` (written before any file
     is renamed out of landing) and in ``stored.parquet``.
     """
+    j = journal.ingest(cfg.work)
     skip: set[str] = set()
     if tier == "online":
-        for b in journal.ingest(cfg.work).open_runs():
+        for b in j.open_runs():
             for name in (journal.STAGED, journal.STORED):
-                if journal.ingest(cfg.work).has(b, name):
-                    t = journal.ingest(cfg.work).read_table(b, name, columns=["dst_uri"]).column("dst_uri").to_pylist()
+                if j.has(b, name):
+                    t = j.read_table(b, name, columns=["dst_uri"]).column("dst_uri").to_pylist()
                     skip.update(u for u in t if u)
     return skip
 
 
 def reconcile(cfg: Config, fixity_id: str, tier: str) -> dict[str, Any]:
     """List a tier and report files the catalogue does not know (orphans)."""
+    j = _journal(cfg)
     name = journal.FixityStep.reconciled(tier)
     if _exists(cfg, fixity_id, name):
         return {"tier": tier, "orphans": _read(cfg, fixity_id, name).num_rows, "resumed": True}
-    started = dt.datetime.fromisoformat(_journal(cfg).read_json(fixity_id, journal.FixityStep.PLAN)
-                                        ["started_at"])
+    started = dt.datetime.fromisoformat(j.read_json(fixity_id, journal.FixityStep.PLAN)["started_at"])
     loc = cfg.online if tier == "online" else cfg.offline
     listing = []
     cutoff = started.timestamp()
@@ -219,7 +220,7 @@ def reconcile(cfg: Config, fixity_id: str, tier: str) -> dict[str, Any]:
                    "lifecycle journal, then re-submit or remove it by hand")
     rows = [{"tier": tier, "uri": u, "sop_instance_uid": None, "status": "orphan", "expected_sha256": None,
              "actual_sha256": None, "detail": detail, "repaired": False, "repair": None} for u in orphans]
-    _journal(cfg).write_table(fixity_id, name, pa.Table.from_pylist(rows, schema=RESULT_SCHEMA))
+    j.write_table(fixity_id, name, pa.Table.from_pylist(rows, schema=RESULT_SCHEMA))
     log.info("fixity %s reconcile %s: %d file(s) listed, %d orphan(s)", fixity_id, tier, len(listing), len(orphans))
     return {"tier": tier, "listed": len(listing), "orphans": len(orphans)}
 
@@ -335,6 +336,7 @@ def _reenter_orphans(cfg: Config, con: Any, fixity_id: str, results: list[dict[s
     recorded either. What was done goes to the journal first, so a retried step records it
     without acting again.
     """
+    j = _journal(cfg)
     others = [r for r in results if not (r["tier"] == "online" and r["status"] == "orphan")]
     orphans = [r for r in results if r["tier"] == "online" and r["status"] == "orphan"]
     counts = {"reentered": 0, "left": 0, "no_longer_orphans": 0}
@@ -345,8 +347,7 @@ def _reenter_orphans(cfg: Config, con: Any, fixity_id: str, results: list[dict[s
         return others + done, counts
     if not orphans:
         return results, counts
-    started = dt.datetime.fromisoformat(_journal(cfg).read_json(fixity_id, journal.FixityStep.PLAN)
-                                        ["started_at"])
+    started = dt.datetime.fromisoformat(j.read_json(fixity_id, journal.FixityStep.PLAN)["started_at"])
     cutoff = started.timestamp()
     con.register("fixity_orphans", pa.table({"uri": pa.array([r["uri"] for r in orphans], pa.string())}))
     try:
@@ -376,7 +377,7 @@ def _reenter_orphans(cfg: Config, con: Any, fixity_id: str, results: list[dict[s
             row["repaired"], row["repair"] = True, REENTERED
         counts["reentered" if outcome == "reentered" else "left"] += 1
         done.append(row)
-    _journal(cfg).write_table(fixity_id, REENTRY, pa.Table.from_pylist(done, schema=RESULT_SCHEMA))
+    j.write_table(fixity_id, REENTRY, pa.Table.from_pylist(done, schema=RESULT_SCHEMA))
     return others + done, counts
 
 

@@ -131,13 +131,13 @@ _COPIED_SCHEMA = pa.schema([
 
 def migrate_batch(cfg: Config, plan_id: str, batch_no: int, *, policy: Policy | None = None) -> dict[str, Any]:
     """Copy one batch of planned images offline and verify them (no catalogue access)."""
+    j = _journal(cfg)
     policy = policy or cfg.policy
     done = journal.LifecycleStep.copied(batch_no)
-    if _journal(cfg).has(plan_id, done):
-        t = _journal(cfg).read_table(plan_id, done)
+    if j.has(plan_id, done):
+        t = j.read_table(plan_id, done)
         return {"batch": batch_no, "files": t.num_rows, "resumed": True}
-    rows = _journal(cfg).read_table(plan_id, journal.LifecycleStep.IMAGES,
-                              filters=[("batch_no", "=", batch_no)]).to_pylist()
+    rows = j.read_table(plan_id, journal.LifecycleStep.IMAGES, filters=[("batch_no", "=", batch_no)]).to_pylist()
     todo = [r for r in rows if not (r["offline_uri"] and r["offline_verified_at"])]
     out: list[dict[str, Any]] = []
     moved_bytes = 0
@@ -161,7 +161,7 @@ def migrate_batch(cfg: Config, plan_id: str, batch_no: int, *, policy: Policy | 
         out.extend(_copy_files(cfg, chunk, policy))
         moved_bytes += size
     table = pa.Table.from_pylist(out, schema=_COPIED_SCHEMA)
-    _journal(cfg).write_table(plan_id, done, table)
+    j.write_table(plan_id, done, table)
     log.info("migrate %s batch %d: %d file(s) copied and verified, %.1f MB", plan_id, batch_no, len(out),
              moved_bytes / 1e6)
     return {"batch": batch_no, "files": len(out), "bytes": moved_bytes, "already_offline": len(rows) - len(todo)}
@@ -228,13 +228,14 @@ def _copied_table(cfg: Config, plan_id: str) -> pa.Table:
 def switch_and_purge(cfg: Config, plan_id: str | None, *, logical_date: dt.date,
                      now: dt.datetime | None = None) -> dict[str, Any]:
     """Switch fully copied studies to offline, then delete their online copies (catalogue writer)."""
+    j = _journal(cfg)
     now = now or dt.datetime.now(dt.UTC)
     params = {"plan_id": plan_id, "now": now, "logical_date": logical_date}
     moved: dict[str, Any] = {}
     with catalogue.opened(cfg.duckdb) as con:
-        if plan_id and _journal(cfg).has(plan_id, journal.LifecycleStep.IMAGES):
-            planned = _journal(cfg).read_table(plan_id, journal.LifecycleStep.IMAGES,
-                                         columns=["sop_instance_uid", "study_instance_uid"])
+        if plan_id and j.has(plan_id, journal.LifecycleStep.IMAGES):
+            planned = j.read_table(plan_id, journal.LifecycleStep.IMAGES,
+                                   columns=["sop_instance_uid", "study_instance_uid"])
             con.register("planned_images", planned)
             con.register("copied", _copied_table(cfg, plan_id))
             with catalogue.transaction(con):
