@@ -35,10 +35,9 @@ from pacs.store.location import Location
 
 __all__ = ["CHUNK", "TMP_MARK", "Identity", "Location", "StorageError", "TierError", "Written", "clean_temp",
            "copy_stream", "exists", "free_bytes", "hash_at", "hash_bytes", "hash_path", "holds", "is_link",
-           "iter_files", "local_folder", "lock", "modified", "move_local", "move_verified", "names", "put", "put_large",
+           "iter_files", "local_folder", "lock", "modified", "move_local", "move_verified", "names", "put",
            "put_many", "read", "read_small", "register_filesystem", "remove", "remove_tree", "rename_noreplace",
-           "same_filesystem", "scan", "sha256_b64", "still_same", "sync", "tier_faults", "where", "write",
-           "writer"]
+           "same_filesystem", "scan", "sha256_b64", "still_same", "sync", "tier_faults", "where", "write", "writer"]
 
 
 def _backend(loc: Location) -> ModuleType:
@@ -94,12 +93,6 @@ def put_many(loc: Location, puts: list[Any], *, read_back: bool = False, concurr
     """Publish many ``(path, data, sha256)`` puts without replacing, each verified (by the
     store's checksum, or read back); returns how each was verified."""
     return _backend(loc).put_many(loc, puts, read_back=read_back, concurrency=concurrency) if puts else []
-
-
-def put_large(loc: Location, path: str, local_file: str, sha256: str) -> str:
-    """Publish a big local file (multipart on object storage), verified by reading it back."""
-    path = loc.path_of_uri(path)
-    return _backend(loc).put_large(loc, path, local_file, sha256)
 
 
 def remove(loc: Location, path: str) -> bool:

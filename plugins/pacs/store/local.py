@@ -448,15 +448,6 @@ def put_many(loc: Location, puts: list[Any], *, read_back: bool, concurrency: in
     return methods
 
 
-def put_large(loc: Location, path: str, local_file: str, sha256: str) -> str:
-    from fsspec import filesystem
-
-    written = copy_stream(filesystem("file"), local_file, loc, path, fsync=True)
-    if written.sha256 != sha256:
-        raise CorruptCopyError(f"{path}: copy does not match")
-    return "readback"
-
-
 def scan(loc: Location, skip: Any) -> Iterator[dict[str, Any]]:
     """Regular files and links under the root; links are reported, never followed out of it.
 

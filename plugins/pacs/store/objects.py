@@ -199,15 +199,6 @@ def put_many(loc: Location, puts: list[Any], *, read_back: bool, concurrency: in
     return sync(fs.loop, run)
 
 
-def put_large(loc: Location, path: str, local_file: str, sha256: str) -> str:
-    if not loc.fs.exists(path):
-        loc.fs.put_file(local_file, path)
-    got, _ = hash_path(loc.fs, path)
-    if got != sha256:
-        raise CorruptCopyError(f"{path}: read-back does not match")
-    return "readback"
-
-
 def scan(loc: Location, skip: Any) -> Iterator[dict[str, Any]]:
     fs = loc.fs
     if not fs.exists(loc.root):

@@ -28,8 +28,6 @@ from pacs.store.location import Location
 
 log = logging.getLogger(__name__)
 
-SINGLE_PUT_LIMIT = 512 * 1024 * 1024
-
 
 @dataclass(frozen=True, slots=True)
 class Put:
@@ -53,11 +51,6 @@ def read_verified(loc: Location, uri: str, sha256: str, offset: int | None = Non
 def put_objects(loc: Location, puts: list[Put], *, verify: str = "checksum", concurrency: int = 32) -> list[str]:
     """Write and verify many objects; returns the verification method used for each."""
     return store.put_many(loc, puts, read_back=verify == "readback", concurrency=concurrency)
-
-
-def put_large(loc: Location, path: str, local_file: str, sha256: str) -> str:
-    """Upload a big local file (multipart on object storage) and verify it by reading it back."""
-    return store.put_large(loc, path, local_file, sha256)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +79,3 @@ def pack(members: Iterable[tuple[str, bytes]], mtime: dt.datetime | None = None)
         for member in tar.getmembers():
             offsets[member.name.removesuffix(".dcm")] = (member.offset_data, member.size)
     return Packed(raw, hashlib.sha256(raw).hexdigest(), offsets)
-
-
-def free_bytes(loc: Location) -> int | None:
-    """Free space of a local tier (None for object storage)."""
-    return store.free_bytes(loc)

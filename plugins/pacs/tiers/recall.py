@@ -66,7 +66,7 @@ def recall(cfg: Config, *, study_uids: Sequence[str] = (), patient_id: str | Non
         if missing:
             raise RecallError(f"{len(missing)} image(s) have neither an online nor an offline copy")
         need = sum(r["size_bytes"] for r in todo)
-        free = transfer.free_bytes(cfg.online)
+        free = store.free_bytes(cfg.online)
         if free is not None and need > free:
             raise RecallError(f"the online tier has {free / 1e9:.2f} GB free; this recall needs {need / 1e9:.2f} GB. "
                               "Nothing was copied.")
