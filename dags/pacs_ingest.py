@@ -92,7 +92,8 @@ def pacs_ingest() -> None:
         cleaned = finalize_batches(cfg, batch_ids)
         info = refresh_snapshot(cfg)
         swept = last_sweep(cfg)
-        extra = {**summary, **cleaned, "snapshot_partitions_rewritten": info["rewritten"],
+        extra = {**summary, **cleaned, "snapshot_files_written": info["written"],
+                 "snapshot_bytes_written": info["bytes_written"],
                  "waiting": swept.get("waiting", 0), "future_dated": swept.get("future_dated", 0)}
         if outlet_events is not None:
             outlet_events[CATALOGUE].extra = extra

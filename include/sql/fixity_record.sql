@@ -6,11 +6,11 @@ SELECT r.* FROM fixity_results r
 JOIN image i USING (sop_instance_uid)
 WHERE (r.tier = 'online' AND i.online_uri = r.uri) OR (r.tier = 'offline' AND i.offline_uri = r.uri);
 
-UPDATE image SET online_verified_at = $now
+UPDATE image SET online_verified_at = $now, updated_at = now()
 WHERE sop_instance_uid IN (SELECT sop_instance_uid FROM fixity_current
                            WHERE tier = 'online' AND (status = 'ok' OR repaired));
 
-UPDATE image SET offline_verified_at = $now
+UPDATE image SET offline_verified_at = $now, updated_at = now()
 WHERE sop_instance_uid IN (SELECT sop_instance_uid FROM fixity_current
                            WHERE tier = 'offline' AND (status = 'ok' OR repaired));
 

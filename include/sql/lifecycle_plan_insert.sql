@@ -14,7 +14,7 @@ SELECT $plan_id, study_instance_uid, rule, evict, retention_years, age_date, ima
 FROM lifecycle_selected
 ON CONFLICT (plan_id, study_instance_uid) DO NOTHING;
 
-UPDATE study SET tier_state = 'migrating', updated_at = $now
+UPDATE study SET tier_state = 'migrating', updated_at = now()
 WHERE study_instance_uid IN (SELECT study_instance_uid FROM lifecycle_plan
                              WHERE plan_id = $plan_id AND state = 'planned' AND evict)
   AND tier_state <> 'migrating';

@@ -6,5 +6,5 @@ UPDATE study SET tier_state = CASE
             THEN 'migrating'
         WHEN online_image_count = image_count THEN 'online'
         ELSE 'offline' END,
-    updated_at = $now
+    updated_at = now()
 WHERE study_instance_uid IN (SELECT study_instance_uid FROM touched_studies);

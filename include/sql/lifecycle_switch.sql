@@ -21,12 +21,12 @@ UPDATE image SET
     offline_offset = c.offline_offset,
     offline_length = c.offline_length,
     offline_verified_at = c.verified_at,
-    updated_at = $now
+    updated_at = now()
 FROM copied c
 WHERE image.sop_instance_uid = c.sop_instance_uid
   AND image.study_instance_uid IN (SELECT study_instance_uid FROM complete_studies);
 
-UPDATE image SET tier = 'offline', uri = offline_uri, updated_at = $now
+UPDATE image SET tier = 'offline', uri = offline_uri, updated_at = now()
 WHERE study_instance_uid IN (SELECT study_instance_uid FROM complete_studies)
   AND study_instance_uid IN (SELECT study_instance_uid FROM lifecycle_plan WHERE plan_id = $plan_id AND evict)
   AND sop_instance_uid IN (SELECT sop_instance_uid FROM planned_images)

@@ -1,11 +1,11 @@
 -- Record recalled online copies (temp table `recalled(sop_instance_uid, online_uri)`) and pin
 -- the studies (temp table `recall_studies`) online until $pinned_until.
 UPDATE image SET online_uri = r.online_uri, online_verified_at = $now, tier = 'online', uri = r.online_uri,
-                 updated_at = $now
+                 updated_at = now()
 FROM recalled r
 WHERE image.sop_instance_uid = r.sop_instance_uid;
 
-UPDATE study SET pinned_until = greatest(coalesce(pinned_until, $pinned_until), $pinned_until), updated_at = $now
+UPDATE study SET pinned_until = greatest(coalesce(pinned_until, $pinned_until), $pinned_until), updated_at = now()
 WHERE study_instance_uid IN (SELECT study_instance_uid FROM recall_studies);
 
 INSERT INTO recall (recall_id, study_instance_uid, run_id, pinned_until, images, bytes, state, requested_at,

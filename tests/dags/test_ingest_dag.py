@@ -136,7 +136,7 @@ def test_pacs_ingest_end_to_end(ingest_env, tmp_path: Path, capfd: pytest.Captur
         assert len(data) == size and hashlib.sha256(data).hexdigest() == sha
     assert [p for p in Path(cfg.landing[0].root).rglob("*") if p.is_file() or p.is_symlink()] == []
     # the snapshot was refreshed, and the Asset event carries the counts
-    assert list(Path(cfg.parquet.root).glob("image/study_year=*/data.parquet"))
+    assert list(Path(cfg.parquet.root).glob("image/study_year=*/*.parquet"))
     from airflow.models.asset import AssetEvent
     from airflow.utils.session import create_session
 

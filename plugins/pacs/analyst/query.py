@@ -6,12 +6,12 @@ views are :mod:`pacs.analyst.views` and :mod:`pacs.analyst.deid`.
 **Reads never touch the merge's file.** By default a query runs in a throw-away in-memory DuckDB
 whose tables ``patient``, ``study``, ``series``, ``image``, ``quarantine`` and ``ingest_batch``
 are views over the Parquet snapshot (``catalogue.parquet``), so it takes no lock on the live
-catalogue: the merge runs whatever the analysts do. The snapshot is refreshed after each merge
-one partition file at a time (each replaced atomically) and ``_snapshot.json`` last, so a query
-reads exactly the files that manifest lists and is then checked: if the manifest changed, or a
-listed file is newer than the manifest (a refresh was under way), the query is run again on the
-new snapshot. A result is therefore always one refresh's consistent state. ``--wait`` bounds how
-long a query waits for a refresh to finish.
+catalogue: the merge runs whatever the analysts do. Every catalogue writer refreshes the
+snapshot by writing new files (never rewriting one) and ``_snapshot.json`` last, so a query
+reads exactly the files that manifest lists and is then checked: if the manifest changed (or a
+file it was reading was removed by a later refresh), the query is run again on the new snapshot.
+A result is therefore always one refresh's consistent state. ``--wait`` bounds how long a query
+waits for the snapshot to stop changing.
 
 ``--live`` reads the live file instead, read-only, for figures newer than the last refresh: it
 waits (with :func:`pacs.catalogue.connect`'s backoff) while the merge holds the file, and the

@@ -3,7 +3,8 @@
 - :mod:`pacs.catalogue.db`        connections (one writer, lock-aware), transactions, the schema
 - :mod:`pacs.catalogue.sql`       named SQL from ``include/sql``
 - :mod:`pacs.catalogue.merge`     decide → record placements → apply, for the ingest merge
-- :mod:`pacs.catalogue.snapshot`  the Parquet snapshot: written after every change, read consistently
+- :mod:`pacs.catalogue.snapshot`  the Parquet snapshot: read consistently, one refresh's state
+- :mod:`pacs.catalogue.snapshot_refresh`  its refresh: new immutable files for what changed, manifest last
 - :mod:`pacs.catalogue.checks`    ``summary`` and the invariant ``check``
 
 The names most callers need are importable from here.

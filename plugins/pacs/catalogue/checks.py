@@ -60,8 +60,8 @@ def print_summary(info: dict[str, Any]) -> None:
     print("Try:")
     print('  .venv/bin/pacs query "SELECT modality, count(*) AS images, round(sum(size_bytes) / 1e9, 2) AS gb '
           'FROM image JOIN series USING (series_instance_uid) GROUP BY ALL ORDER BY images DESC"')
-    print("  or in any DuckDB, over the snapshot: SELECT study_year, count(*) AS studies FROM "
-          f"read_parquet('{info['parquet']}/study/*/*.parquet', hive_partitioning = true) GROUP BY ALL ORDER BY 1;")
+    print(f"  or in any DuckDB: .read {info['parquet']}/_snapshot.sql  then  "
+          "SELECT study_year, count(*) AS studies FROM study GROUP BY ALL ORDER BY 1;")
 
 
 def check(cfg: Any) -> list[str]:

@@ -1,12 +1,13 @@
 """The Parquet snapshot analysts read: written after every catalogue change, read consistently.
 
-**Write.** :func:`refresh_snapshot` rewrites only the partitions whose stamp changed
-(``<table>/study_year=<YYYY>/data.parquet`` for study, series and image, ``<table>/data.parquet``
-for the small tables), each published atomically, then the manifest ``_snapshot.json`` last.
+**Write.** :func:`~pacs.catalogue.snapshot_refresh.refresh_snapshot` (in :mod:`pacs.catalogue.snapshot_refresh`)
+writes new immutable files for what changed and publishes the manifest ``_snapshot.json`` last.
 
 **Read.** :func:`with_snapshot` runs a piece of work on an in-memory DuckDB whose catalogue
 tables are views over exactly the files one manifest lists, and runs it again if a refresh
-changed the snapshot meanwhile: a result is always one refresh's consistent state.
+changed the snapshot meanwhile: a result is always one refresh's consistent state (files are
+never rewritten, so the files of one manifest are one state; a file a later refresh removed
+under the query makes it run again).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import pyarrow.parquet as pq
 
 from pacs import store
 from pacs.catalogue import db, sql
+from pacs.catalogue.snapshot_refresh import SNAPSHOT_MANIFEST, TABLE_NAMES, refresh_snapshot
 from pacs.errors import QueryError, SnapshotBusyError
 from pacs.store import Location
 
@@ -32,12 +34,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-TABLES = ("patient", "study", "series", "image", "quarantine", "ingest_batch")
+TABLES = TABLE_NAMES
 """The catalogue tables the snapshot holds."""
 _TABLE_NAME = re.compile(r"[a-z][a-z0-9_]*")
-
-
-SNAPSHOT_MANIFEST = "_snapshot.json"
 
 
 def _write_parquet(loc: Location, key: str, reader: pa.RecordBatchReader) -> int:
@@ -57,55 +56,20 @@ def write_query(con: duckdb.DuckDBPyConnection, loc: Location, key: str, query: 
     return _write_parquet(loc, key, reader)
 
 
-def refresh_snapshot(con: duckdb.DuckDBPyConnection, loc: Location, *, force: bool = False) -> dict[str, Any]:
-    """Refresh the hive-partitioned Parquet snapshot; only changed partitions are rewritten.
-
-    Layout: ``<table>/study_year=<YYYY>/data.parquet`` for study, series and image
-    (``study_year=0`` when a study has no date), ``<table>/data.parquet`` for the small tables.
-    Each file is replaced atomically, so a reader sees the old or the new partition, never half.
-    """
-    manifest_path = loc.path(SNAPSHOT_MANIFEST)
-    previous: dict[str, Any] = {}
-    if not force:
-        try:
-            with loc.fs.open(manifest_path, "rb") as f:
-                previous = json.load(f)
-        except (FileNotFoundError, json.JSONDecodeError):
-            previous = {}
-    prev_parts: dict[str, Any] = previous.get("partitions", {})
-    parts: dict[str, Any] = {}
-    written = 0
-    db.run(con, "snapshot_prepare")
-    stamps = con.execute("SELECT part, rows, stamp FROM snapshot_stamps ORDER BY part").fetchall()
-    for part, nrows, stamp in stamps:
-        stamp_s = stamp.isoformat() if stamp is not None else None
-        parts[part] = {"rows": int(nrows), "stamp": stamp_s}
-        if prev_parts.get(part) == parts[part] and store.exists(loc, loc.path(f"{part}/data.parquet")):
-            continue
-        table, _, year = part.partition("/study_year=")
-        query = sql.load(f"snapshot_{table}")
-        params = {"year": int(year)} if year else {}
-        write_query(con, loc, f"{part}/data.parquet", query, params, batch_rows=200_000)
-        written += 1
-    # Partitions that no longer exist (e.g. a study's date was filled in) are removed.
-    for part in set(prev_parts) - set(parts):
-        store.remove(loc, loc.path(f"{part}/data.parquet"))
-    manifest = {"partitions": parts, "written": written}
-    store.put(loc, manifest_path, json.dumps(manifest, indent=1, sort_keys=True).encode())
-    return {"partitions": len(parts), "rewritten": written, "location": loc.url}
-
-
-
 @dataclass(frozen=True)
 class SnapshotState:
-    """One refresh of the snapshot: its manifest and the files it lists."""
+    """One refresh of the snapshot: its manifest and the files it lists, by table."""
 
     manifest: bytes
     modified: float
-    partitions: tuple[str, ...]
+    tables: dict[str, tuple[str, ...]]
 
     def files(self, table: str) -> list[str]:
-        return [f"{p}/data.parquet" for p in self.partitions if p == table or p.startswith(f"{table}/")]
+        return list(self.tables.get(table, ()))
+
+    @property
+    def all_files(self) -> list[str]:
+        return [f for files in self.tables.values() for f in files]
 
 
 def _modified(info: dict[str, Any]) -> float:
@@ -117,6 +81,16 @@ def _modified(info: dict[str, Any]) -> float:
     return float(value)
 
 
+def _files_by_table(manifest: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    if "tables" in manifest:
+        return {t: tuple(f["file"] for f in files) for t, files in manifest["tables"].items()}
+    # the format before 2: one data.parquet per partition
+    out: dict[str, list[str]] = {}
+    for part in sorted(manifest.get("partitions", {})):
+        out.setdefault(part.split("/", 1)[0], []).append(f"{part}/data.parquet")
+    return {t: tuple(v) for t, v in out.items()}
+
+
 def snapshot_state(loc: Location) -> SnapshotState | None:
     """The snapshot's current manifest (None when no snapshot was ever written)."""
     path = loc.path(SNAPSHOT_MANIFEST)
@@ -126,22 +100,13 @@ def snapshot_state(loc: Location) -> SnapshotState | None:
             data = f.read()
     except FileNotFoundError:
         return None
-    parts = tuple(sorted(json.loads(data).get("partitions", {})))
-    return SnapshotState(manifest=data, modified=_modified(info), partitions=parts)
+    return SnapshotState(manifest=data, modified=_modified(info), tables=_files_by_table(json.loads(data)))
 
 
 def _still_current(loc: Location, state: SnapshotState) -> bool:
-    """Whether ``state`` is still the snapshot: same manifest, and no listed file written after it."""
+    """Whether ``state`` is still the snapshot (the same manifest)."""
     now = snapshot_state(loc)
-    if now is None or now.manifest != state.manifest:
-        return False
-    for part in state.partitions:
-        try:
-            if _modified(loc.fs.info(loc.path(f"{part}/data.parquet"))) > now.modified:
-                return False
-        except FileNotFoundError:
-            return False
-    return True
+    return now is not None and now.manifest == state.manifest
 
 
 def _create_empty_tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -156,7 +121,7 @@ def open_snapshot(loc: Location, state: SnapshotState | None) -> duckdb.DuckDBPy
     con.execute("SET parquet_metadata_cache = true")
     store.register_filesystem(con, loc)
     _create_empty_tables(con)
-    tables = set(TABLES) | {p.split("/", 1)[0] for p in (state.partitions if state else ())}
+    tables = set(TABLES) | set(state.tables if state else ())
     for table in sorted(tables):
         files = state.files(table) if state else []
         if not files:

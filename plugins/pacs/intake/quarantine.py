@@ -53,12 +53,10 @@ def select(con: Any, *, reasons: list[str] | None = None, ids: list[str] | None 
     return [dict(zip(cols, row, strict=True)) for row in rel.fetchall()]
 
 
-def resubmit(cfg: Config, *, reasons: list[str] | None = None, ids: list[str] | None = None,
-             now: dt.datetime | None = None) -> dict[str, Any]:
+def resubmit(cfg: Config, *, reasons: list[str] | None = None, ids: list[str] | None = None) -> dict[str, Any]:
     """Send quarantined files back through intake. Needs the catalogue writer's slot."""
     if not reasons and not ids:
         return {"resubmitted": 0}
-    now = now or dt.datetime.now(dt.UTC)
     landing = cfg.landing[0]
     done = 0
     with catalogue.opened(cfg.duckdb) as con:
@@ -75,9 +73,9 @@ def resubmit(cfg: Config, *, reasons: list[str] | None = None, ids: list[str] | 
             if row["sha256"] and written.sha256 != row["sha256"]:
                 raise store.StorageError(f"quarantine {row['quarantine_id']}: stored bytes do not match their sha256")
             con.execute(
-                "UPDATE quarantine SET status = 'resubmitted', resubmitted_at = $now, resubmitted_uri = $uri "
+                "UPDATE quarantine SET status = 'resubmitted', resubmitted_at = now(), resubmitted_uri = $uri "
                 "WHERE quarantine_id = $id",
-                {"now": now, "uri": landing.uri(dst), "id": row["quarantine_id"]},
+                {"uri": landing.uri(dst), "id": row["quarantine_id"]},
             )
             store.remove(cfg.quarantine, qpath)
             if row["sidecar_uri"]:

@@ -274,7 +274,7 @@ def switch_and_purge(cfg: Config, plan_id: str | None, *, logical_date: dt.date,
                "bytes_archive_copied": moved.get("archive_copy", {}).get("bytes", 0),
                "by_rule": moved, "online_copies_deleted": len(deleted),
                "online_bytes_freed": sum(r["size_bytes"] for r in deleted), "studies_left_migrating": int(left),
-               "snapshot_partitions_rewritten": snapshot["rewritten"]}
+               "snapshot_files_written": snapshot["written"]}
     log.info("lifecycle switch: %s", summary)
     return summary
 

@@ -10,7 +10,6 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -276,21 +275,25 @@ def test_a_query_that_saw_a_refresh_is_run_again(tmp_path: Path) -> None:
     assert calls == [40, 70]
 
 
-def test_a_refresh_under_way_is_waited_for(tmp_path: Path) -> None:
+def test_a_snapshot_that_keeps_changing_is_reported_busy(tmp_path: Path) -> None:
     cfg = load_config(write_config(tmp_path / "b", ingest={"batch_size": 50, "workers": 1, "fsync": False}))
     synth.generate_small_files(cfg.landing[0].root, 20, seed=3)
     intake.run_ingest(cfg)
-    state = snapshot.snapshot_state(cfg.parquet)
-    assert state is not None
-    # A partition rewritten after the manifest: a refresh has started and not finished.
-    part = Path(cfg.parquet.path(state.files("image")[0]))
-    later = state.modified + 5
-    os.utime(part, (later, later))
+    attempts: list[int] = []
+
+    def work(con: duckdb.DuckDBPyConnection) -> int:
+        n = con.execute("SELECT count(*) FROM image").fetchall()[0][0]
+        attempts.append(n)
+        with catalogue.opened(cfg.duckdb) as writer:  # every attempt sees a refresh land under it
+            writer.execute("UPDATE study SET study_description = $d, updated_at = now()", {"d": f"v{len(attempts)}"})
+            catalogue.refresh_snapshot(writer, cfg.parquet)
+        return n
+
     with pytest.raises(SnapshotBusyError, match="kept changing"):
-        query.run_query(cfg, "SELECT count(*) FROM image", wait=0.5)
-    with catalogue.opened(cfg.duckdb) as con:  # the refresh finishes: a new manifest
-        catalogue.refresh_snapshot(con, cfg.parquet, force=True)
-    assert query.run_query(cfg, "SELECT count(*) FROM image", wait=0.5).column(0)[0].as_py() == 20
+        snapshot.with_snapshot(cfg.parquet, work, wait=0.5)
+    assert len(attempts) >= 2 and set(attempts) == {20}
+    described = query.run_query(cfg, "SELECT study_description FROM study", wait=0.5).column(0).to_pylist()
+    assert described == [f"v{len(attempts)}"]  # the last refresh is what a quiet snapshot shows
 
 
 MERGER = textwrap.dedent("""

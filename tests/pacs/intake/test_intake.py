@@ -196,7 +196,7 @@ KILL_POINTS = {
     "in_merge_before_commit": ("pacs.catalogue.db", "run", "args[1] == 'merge_apply'"),
     "after_commit_before_marker": ("pacs.journal", "Journal.mark", "args[2] == 'merged'"),
     "while_finalizing": ("pacs.store", "remove", "n == 2"),
-    "while_snapshotting": ("pacs.catalogue.snapshot", "_write_parquet", "n == 3"),
+    "while_snapshotting": ("pacs.catalogue.snapshot_refresh", "_write_files", "n == 3"),
 }
 
 RUNNER = textwrap.dedent("""

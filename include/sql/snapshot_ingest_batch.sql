@@ -1,1 +1,0 @@
-SELECT * FROM ingest_batch ORDER BY merged_at, batch_id

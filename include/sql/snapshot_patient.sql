@@ -1,1 +1,0 @@
-SELECT * FROM patient ORDER BY patient_id

@@ -1,1 +1,0 @@
-SELECT * FROM quarantine ORDER BY quarantined_at, quarantine_id
