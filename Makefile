@@ -16,9 +16,12 @@ export PYTHONPATH := $(CURDIR)/plugins
 .PHONY: install test lint demo airflow airflow-init bench clean constraints
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+	@echo "==> installing the pinned dependencies into $(VENV) (the first time: a few minutes)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt -c constraints.txt
+	@set -o pipefail; $(BIN)/pip install --progress-bar off -r requirements.txt -r requirements-dev.txt \
+		-c constraints.txt | { grep --line-buffered -E '^(Collecting|Successfully installed)' || true; } \
+		| sed -u -e 's/^Collecting /    collecting /' -e 's/^Successfully installed .*/    installed/'
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
@@ -38,7 +41,7 @@ airflow-init: install
 	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (cat $(AIRFLOW_HOME)/db-migrate.log; exit 1)
 	$(BIN)/airflow pools set pacs_catalogue 1 "the catalogue's single writer" > /dev/null
 
-## make demo — a small synthetic hospital through pacs_ingest (airflow dags test), then a summary
+## make demo — a small synthetic hospital through every DAG (airflow dags test): intake, lifecycle, recall, fixity, report
 demo: airflow-init
 	$(BIN)/python -m pacs.demo
 

@@ -1,4 +1,4 @@
-"""``make demo``: a small synthetic hospital through ``pacs_ingest``, then a summary.
+"""``make demo``: a small synthetic hospital through every DAG of the product, with outcomes.
 
 1. Prepares the demo archive (the folders of ``$PACS_CONFIG``, by default ``var/data``) with
    :func:`prepare`, which deletes only what an earlier ``make demo`` made (the rule below).
@@ -6,8 +6,14 @@
    DX, US, MG; growth and weekly seasonality; identical resends; every bad-input class), and
    copies in every real DICOM file that pydicom ships.
 3. Runs ``airflow dags test pacs_ingest`` on the project-local ``AIRFLOW_HOME`` (SQLite),
-   showing progress as tasks finish (Airflow's own log goes to ``var/demo-airflow.log``).
-4. Prints what the catalogue holds and a ready-to-paste query.
+   showing progress as tasks finish (Airflow's own log of each DAG goes to ``var/demo-<dag>.log``),
+   and prints what the catalogue holds.
+4. Walks the rest at :data:`DEMO_DAY`: ``pacs_lifecycle`` (studies past the online retention
+   go offline, one tar per series: ``config/demo-lifecycle.yaml`` through ``$PACS_POLICY``),
+   ``pacs_recall`` of one offline study, ``pacs_fixity`` and ``pacs_capacity_report`` with tier
+   capacities sized to the demo archive (``$PACS_ONLINE_BYTES``/``$PACS_OFFLINE_BYTES``: about
+   70% and 60% full), printing each step's outcome, then where the report, its figures, the
+   catalogue and the snapshot are.
 
 The demo cannot destroy an archive it did not make. When it makes its archive it writes a
 marker, ``.pacs-demo`` (JSON: who made it, when, from which configuration, and the locations it
@@ -47,6 +53,7 @@ from typing import Any
 from pydicom.data import get_testdata_files
 
 from pacs import store, synth
+from pacs.catalogue import sql
 from pacs.catalogue.checks import print_summary, summary
 from pacs.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from pacs.errors import DemoRefusal
@@ -249,41 +256,115 @@ def generate(cfg: Config, *, patients: int = 80) -> int:
     return len(result.files) + n
 
 
-def run_dag(total_files: int, batch_size: int) -> int:
+def run_dag(dag_id: str, *, logical_date: str | None = None, conf: dict[str, Any] | None = None,
+            batches: int = 0, logs: Path = VAR) -> int:
+    """``airflow dags test`` one DAG, with a line per finished task (a count, or a bar when the
+    number of mapped tasks is known, for mapped ones); Airflow's own log goes to ``logs``."""
     airflow = Path(sys.executable).with_name("airflow")
-    log_path = VAR / "demo-airflow.log"
+    log_path = logs / f"demo-{dag_id}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    batches = -(-total_files // batch_size)
-    _step(f"airflow dags test pacs_ingest  ({total_files:,} files in {batches} batches; log: {log_path})")
+    cmd = [str(airflow), "dags", "test", dag_id, *([logical_date] if logical_date else [])]
+    if conf:
+        cmd += ["--conf", json.dumps(conf)]
     t0 = time.monotonic()
-    done_process = 0
+    mapped: dict[str, int] = {}
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([str(airflow), "dags", "test", "pacs_ingest"], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, bufsize=1)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
             m = _END.search(line)
             if not m:
                 continue
-            task = m.group(1)
+            task, index = m.group(1), int(m.group(2))
             elapsed = time.monotonic() - t0
-            if task == "process":
-                done_process += 1
-                bar = "#" * int(30 * done_process / max(batches, 1))
-                print(f"\r    process [{bar:<30}] {done_process}/{batches} batches  {elapsed:5.1f}s",
-                      end="", flush=True)
-            else:
-                if done_process and task == "merge":
+            if index >= 0:
+                if mapped and task not in mapped:
                     print()
-                print(f"    {task} done  {elapsed:5.1f}s", flush=True)
+                    mapped.clear()
+                mapped[task] = mapped.get(task, 0) + 1
+                done = mapped[task]
+                shown = (f"[{'#' * int(30 * done / max(batches, done)):<30}] {done}/{max(batches, done)}"
+                         if batches else f"{done} done")
+                print(f"\r    {task} {shown}  {elapsed:5.1f}s", end="", flush=True)
+                continue
+            if mapped:
+                print()
+                mapped.clear()
+            print(f"    {task} done  {elapsed:5.1f}s", flush=True)
         rc = proc.wait()
+    if mapped:
+        print()
     if rc != 0:
-        print(f"\nairflow dags test failed (exit {rc}); see {log_path}", file=sys.stderr)
+        print(f"\nairflow dags test {dag_id} failed (exit {rc}); see {log_path}", file=sys.stderr)
     return rc
 
 
-def main(*, var: Path = VAR) -> int:
+def _one(cfg: Config, query: str, params: dict[str, Any] | None = None) -> tuple[Any, ...]:
+    from pacs.catalogue import opened
+
+    with opened(cfg.duckdb, read_only=True) as con:
+        row = con.execute(query, params or {}).fetchone()
+    return tuple(row) if row else ()
+
+
+def _tiers(cfg: Config) -> str:
+    online, offline, studies_off, studies = _one(cfg, sql.load("demo_tiers"))
+    return (f"{studies_off} of {studies} studies offline; online tier {online / 1e6:,.0f} MB, "
+            f"offline tier {offline / 1e6:,.0f} MB")
+
+
+def _size_tiers(cfg: Config) -> None:
+    """Tier capacities that fit the demo archive (the report's utilisation then reads 50-90%)."""
+    online, offline, _, _ = _one(cfg, sql.load("demo_tiers"))
+    os.environ["PACS_ONLINE_BYTES"] = f"{max(int(online / 0.7), 10**6)} B"
+    os.environ["PACS_OFFLINE_BYTES"] = f"{max(int(offline / 0.6), 10**6)} B"
+
+
+def walk(cfg: Config, *, day: dt.date, logs: Path = VAR) -> int:
+    """Lifecycle at ``day`` (packing on), a recall, fixity and the capacity report, with outcomes."""
+    when = day.isoformat()
+    os.environ["PACS_POLICY"] = str(ROOT / "config" / "demo-lifecycle.yaml")
+    _step(f"pacs_lifecycle at {when}: studies past the online retention go offline, one tar per series")
+    if rc := run_dag("pacs_lifecycle", logical_date=when, logs=logs):
+        return rc
+    print(f"    {_tiers(cfg)}")
+    found = _one(cfg, sql.load("demo_recall_pick"))
+    if found:
+        uid, study_date, images = found
+        _step(f"pacs_recall of one offline study (dated {study_date}, {images} images): back online, pinned")
+        if rc := run_dag("pacs_recall", logical_date=when, conf={"study_uids": [uid]}, logs=logs):
+            return rc
+        state, pinned = _one(cfg, "SELECT tier_state, pinned_until FROM study WHERE study_instance_uid = $u",
+                             {"u": uid})
+        print(f"    the study is {state}, pinned online until {pinned}")
+    _step("pacs_fixity: every online file and offline object checked against its sha256")
+    if rc := run_dag("pacs_fixity", logical_date=when, logs=logs):
+        return rc
+    checked, objects, findings = _one(cfg, sql.load("demo_fixity"))
+    print(f"    {checked:,} online files and {objects:,} offline objects checked, {findings} finding(s)")
+    _size_tiers(cfg)
+    _step("pacs_capacity_report: volume, growth, tier utilisation and forecast")
+    return run_dag("pacs_capacity_report", logical_date=when, logs=logs)
+
+
+def _where(cfg: Config, logs: Path) -> None:
+    _step("where everything is")
+    report = Path(cfg.reports.root) / "capacity" / "latest"
+    print(f"    capacity report   {report / 'report.html'}")
+    print(f"    its figures       {report / 'summary.json'}")
+    print(f"    DuckDB catalogue  {cfg.duckdb}")
+    print(f"    Parquet snapshot  {cfg.parquet.root}  (plain DuckDB: .read {cfg.parquet.root}/_snapshot.sql)")
+    print(f"    Airflow's logs    {logs}/demo-*.log")
+    print("    next: make airflow (the UI on http://localhost:8080; the DAGs start paused), "
+          "or .venv/bin/pacs query \"SELECT ...\"")
+
+
+DEMO_DAY = dt.date(2026, 11, 1)
+"""The demo's date for lifecycle, recall, fixity and the report (its archive runs to 2026-10-31)."""
+
+
+def main(*, var: Path = VAR, patients: int = 80) -> int:
     try:
         cfg = load_config()
         _step(f"configuration {cfg.path}")
@@ -291,12 +372,16 @@ def main(*, var: Path = VAR) -> int:
     except (ConfigError, DemoRefusal) as exc:
         print(f"make demo: {exc}", file=sys.stderr)
         return 2
-    total = generate(cfg)
-    rc = run_dag(total, cfg.ingest.batch_size)
-    if rc != 0:
+    total = generate(cfg, patients=patients)
+    batches = -(-total // cfg.ingest.batch_size)
+    _step(f"airflow dags test pacs_ingest  ({total:,} files in {batches} batches)")
+    if rc := run_dag("pacs_ingest", batches=batches, logs=var):
         return rc
     _step("what the catalogue holds")
     print_summary(summary(cfg))
+    if rc := walk(cfg, day=DEMO_DAY, logs=var):
+        return rc
+    _where(cfg, var)
     return 0
 
 
