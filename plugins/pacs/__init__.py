@@ -48,6 +48,7 @@ Intake (``pacs_ingest``)
   - ``intake.finalize``      landing files removed once their outcome is committed
   - ``intake.quarantine``    rejects with their reason and original bytes; re-submission
   - ``intake.staged``        the staged row and its status
+  - ``intake.verdict``       what intake would do with one file (``pacs header``), read-only
 
 Tiers (``pacs_lifecycle``, ``pacs_recall``, ``pacs_fixity``)
   - ``tiers``                the online and offline tiers
@@ -78,6 +79,9 @@ Analysts
 Command line (argument parsing only)
   - ``cli``                  the ``pacs`` command
   - ``cli.__main__``         ``python -m pacs.cli``
+  - ``cli.common``           ``--config`` and ``-v``, errors as one line and an exit status
+  - ``cli.intake``           ``pacs ingest``, ``pacs resubmit``, ``pacs header``
+  - ``cli.catalogue``        ``pacs summary``, ``pacs check``
   - ``cli.query``            ``pacs query``
   - ``cli.report``           ``pacs report``
   - ``cli.synth``            ``pacs synth``

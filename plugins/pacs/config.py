@@ -8,6 +8,7 @@ connection (``conn_id``) or the environment, never from the file itself.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import os
 import re
@@ -124,23 +125,47 @@ _DEAD_KEYS = {
 _DEAD_INGEST_KEYS = {"schedule": "the ingest schedule is the DAG's: set PACS_INGEST_SCHEDULE"}
 
 
-def _read_mapping(cfg_path: Path) -> dict[str, Any]:
+_REQUIRED_KEYS = ("landing", "online", "offline", "quarantine", "catalogue")
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line for a YAML syntax error: what and where (PyYAML's own text spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"not valid YAML{where}: {getattr(exc, 'problem', None) or 'cannot be parsed'}"
+
+
+def _unknown_keys(unknown: list[str], allowed: set[str]) -> str:
+    """``['onlin'] (did you mean 'online'?)``: the unknown keys, with the allowed key each is closest to."""
+    guesses = [f"'{m[0]}' for '{k}'" for k in unknown if (m := difflib.get_close_matches(k, allowed, n=1))]
+    return f"{unknown}" + (f" (did you mean {', '.join(guesses)}?)" if guesses else "")
+
+
+def _read_mapping(cfg_path: Path, named_by: str) -> dict[str, Any]:
     if not cfg_path.is_file():
-        raise ConfigError(f"configuration file {cfg_path} does not exist (set PACS_CONFIG)")
+        what = "is a folder, not a file" if cfg_path.is_dir() else "does not exist"
+        raise ConfigError(f"configuration file {cfg_path} {what}{f' ({named_by})' if named_by else ''}; pass "
+                          "--config FILE or set PACS_CONFIG to the archive's configuration (the project's "
+                          "config/pacs.yaml is the embedded default)")
     try:
         raw = yaml.safe_load(cfg_path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{cfg_path}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"{cfg_path}: {_yaml_problem(exc)}") from exc
     if not isinstance(raw, dict):
-        raise ConfigError(f"{cfg_path}: the top level must be a mapping")
+        raise ConfigError(f"{cfg_path}: the top level must be a mapping of keys "
+                          f"(required: {', '.join(_REQUIRED_KEYS)})")
     for key in sorted(set(raw) & set(_DEAD_KEYS)):
         raise ConfigError(f"{cfg_path}: '{key}' is no longer read ({_DEAD_KEYS[key]}); remove it")
-    unknown = set(raw) - _TOP_KEYS
+    problems = []
+    unknown = sorted(str(k) for k in set(raw) - _TOP_KEYS)
     if unknown:
-        raise ConfigError(f"{cfg_path}: unknown top-level key(s) {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}")
-    for key in ("landing", "online", "offline", "quarantine", "catalogue"):
-        if key not in raw:
-            raise ConfigError(f"{cfg_path}: missing required key '{key}'")
+        problems.append(f"unknown top-level key(s) {_unknown_keys(unknown, _TOP_KEYS)}")
+    missing = [k for k in _REQUIRED_KEYS if k not in raw]
+    if missing:
+        problems.append(f"missing required key(s) {missing}")
+    if problems:
+        raise ConfigError(f"{cfg_path}: {'; '.join(problems)}; allowed: {sorted(_TOP_KEYS)}, of which "
+                          f"{list(_REQUIRED_KEYS)} are required (see the README's Configuration reference)")
     return _interpolate(raw, cfg_path.name)
 
 
@@ -156,7 +181,8 @@ def _duckdb_path(cat: Any, base: Path) -> Path:
         raise ConfigError("catalogue: expected a mapping with 'duckdb' (a file path) and 'parquet' (a location)")
     unknown = set(cat) - {"duckdb", "parquet"}
     if unknown:
-        raise ConfigError(f"catalogue: unknown key(s) {sorted(unknown)}; allowed: ['duckdb', 'parquet']")
+        raise ConfigError(f"catalogue: unknown key(s) {_unknown_keys(sorted(unknown), {'duckdb', 'parquet'})}; "
+                          "allowed: ['duckdb', 'parquet']")
     path = Path(str(cat["duckdb"]))
     return path if path.is_absolute() else (base / path).resolve()
 
@@ -176,7 +202,7 @@ def _ingest(raw: Any) -> IngestSettings:
     allowed = set(IngestSettings.__dataclass_fields__)
     bad = set(raw) - allowed
     if bad:
-        raise ConfigError(f"ingest: unknown key(s) {sorted(bad)}; allowed: {sorted(allowed)}")
+        raise ConfigError(f"ingest: unknown key(s) {_unknown_keys(sorted(bad), allowed)}; allowed: {sorted(allowed)}")
     kwargs = dict(raw)
     if "ignore" in kwargs:
         kwargs["ignore"] = tuple(kwargs["ignore"] or ())
@@ -192,9 +218,27 @@ def _ingest(raw: Any) -> IngestSettings:
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     """Load the configuration named by ``path`` or ``$PACS_CONFIG`` and validate every section
     (locations, catalogue, ingest, the lifecycle policy and the capacity settings) now, so that
-    a mistake anywhere fails the first command or task with the key named."""
+    a mistake anywhere fails the first command or task with the file and the key named.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the file, the key and what is allowed (a :class:`PolicyError` for the
+        lifecycle policy).
+    """
+    named_by = "" if path else ("named by PACS_CONFIG" if os.environ.get("PACS_CONFIG")
+                                     else f"the default, {DEFAULT_CONFIG} in the working directory")
     cfg_path = Path(path or os.environ.get("PACS_CONFIG") or DEFAULT_CONFIG).resolve()
-    raw = _read_mapping(cfg_path)
+    try:
+        return _load(cfg_path, named_by)
+    except ConfigError as exc:
+        if str(cfg_path) in str(exc):
+            raise
+        raise type(exc)(f"{cfg_path}: {exc}") from exc  # every message names the file
+
+
+def _load(cfg_path: Path, named_by: str) -> Config:
+    raw = _read_mapping(cfg_path, named_by)
     base = cfg_path.parent
     duckdb_path = _duckdb_path(raw["catalogue"], base)
     capacity = parse_settings(raw.get("capacity"))

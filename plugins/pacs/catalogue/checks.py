@@ -7,6 +7,7 @@ files by reason (no patient data); :func:`check` runs the invariant queries of
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from pacs.catalogue import sql
@@ -39,9 +40,31 @@ def summary(cfg: Any) -> dict[str, Any]:
     return out
 
 
+def _print_landing(landing: dict[str, Any]) -> None:
+    """What waits in landing (``info["landing"]``, from :func:`pacs.intake.landing.landing_state`)."""
+    if not landing.get("swept_at"):
+        print("Landing: not swept yet")
+    elif landing["waiting"]:
+        future = f", {landing['future_dated']:,} with a modification time in the future" \
+            if landing["future_dated"] else ""
+        print(f"Landing: {landing['waiting']:,} file(s) were waiting to settle at the last sweep "
+              f"({_utc(landing['swept_at'])}{future}); a sweep takes a file once it is unchanged for "
+              f"{landing['settle_seconds']} s")
+    else:
+        print(f"Landing: no file was waiting to settle at the last sweep ({_utc(landing['swept_at'])})")
+    for where in landing.get("missing", []):
+        print(f"  missing: {where} does not exist")
+
+
+def _utc(iso: str) -> str:
+    return dt.datetime.fromisoformat(iso).astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def print_summary(info: dict[str, Any]) -> None:
     if info.get("empty"):
         print(f"The catalogue {info['catalogue']} is empty.")
+        if "landing" in info:
+            _print_landing(info["landing"])
         return
     gb = info["bytes"] / 1e9
     print("Catalogue")
@@ -55,6 +78,8 @@ def print_summary(info: dict[str, Any]) -> None:
     print(f"Quarantined files: {total_q:,}" + (": " + ", ".join(f"{k} {v}" for k, v in info["quarantined"].items())
                                                if total_q else ""))
     print(f"  in {info['quarantine_location']}")
+    if "landing" in info:
+        _print_landing(info["landing"])
     print(f"DuckDB catalogue: {info['catalogue']}")
     print(f"Parquet snapshot: {info['parquet']}")
     print("Try:")

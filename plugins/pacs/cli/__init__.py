@@ -1,132 +1,107 @@
-"""The ``pacs`` command: the package's jobs from a shell, without a scheduler.
+"""The ``pacs`` command: the archive's jobs from a shell, without a scheduler.
 
-Subcommands (``pacs <command> --help`` for each):
-
-Argument parsing only: each command calls the room that does the work.
-
-- ``synth``      generate a synthetic archive (see :mod:`pacs.synth`)
-- ``ingest``     run one intake pass (sweep, process, merge, finalize, snapshot) in this process
-- ``summary``    what the catalogue holds: counts, bytes, quarantine by reason, where things are
-- ``resubmit``   send quarantined files back through intake
-- ``header``     print the catalogue fields read from a file's header (names masked)
-- ``check``      verify the catalogue's invariants (unique SOP instances, exact aggregates)
-- ``query``      analysts' SQL over the catalogue (see :mod:`pacs.analyst.query`)
-- ``report``     the capacity report (see :mod:`pacs.reports.capacity`)
-- ``lifecycle``, ``recall``, ``fixity``  tier management (see :mod:`pacs.tiers`)
+Argument parsing only: each command calls the room that does the work. ``pacs [--config FILE]
+[-v] COMMAND ...`` takes the shared options before the command's name or after it; each command
+has its own parser in one module of this package (``parser(name)``, which sets ``run``), listed
+in :data:`COMMANDS`, and is imported only when it runs, so ``pacs --help`` stays instant. How
+errors reach a person (one line, exit status 2 or 1, the traceback under ``-v``) is
+:mod:`pacs.cli.common`; a closed pipe (``pacs summary | head -1``) ends a command silently.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
-import json
 import logging
+import os
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from functools import partial
 
-# Commands parsed in their own module of this package: (module, function(argv) -> int, pass the name).
-DELEGATED = {
-    "synth": ("pacs.cli.synth", "main", False),
-    "query": ("pacs.cli.query", "main", False),
-    "report": ("pacs.cli.report", "main", False),
-    "lifecycle": ("pacs.cli.tiers", "tiers_main", True),
-    "recall": ("pacs.cli.tiers", "tiers_main", True),
-    "fixity": ("pacs.cli.tiers", "fixity_main", False),
+from pacs.cli import common  # the package's names stay module names: `pacs.cli.report` is a command
+
+# name: (module, what it does). The module has parser(name) -> ArgumentParser with `run` set,
+# or, for synth (also `python -m pacs.synth`), main(argv).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "ingest": ("pacs.cli.intake", "take in the settled files of the landing locations (one intake pass)"),
+    "summary": ("pacs.cli.catalogue", "what the catalogue holds, and what waits in landing"),
+    "check": ("pacs.cli.catalogue", "check the catalogue's invariants and that every landing location exists"),
+    "header": ("pacs.cli.intake", "a file's header fields, and what intake would do with the file"),
+    "resubmit": ("pacs.cli.intake", "send quarantined files back through intake"),
+    "query": ("pacs.cli.query", "run SQL over the catalogue (analysts)"),
+    "lifecycle": ("pacs.cli.tiers", "move aged studies from the online tier to the offline tier"),
+    "recall": ("pacs.cli.tiers", "bring studies back online, pinned until a date"),
+    "fixity": ("pacs.cli.tiers", "verify the copies in both tiers and repair online ones"),
+    "report": ("pacs.cli.report", "write the capacity report"),
+    "synth": ("pacs.cli.synth", "write a synthetic archive (demo, tests, benchmarks)"),
 }
 
+_EPILOG = """\
+`pacs COMMAND --help` shows a command's options.
 
-def _config(path: str | None) -> Any:
-    from pacs.config import load_config
+Exit status: 0 done; 1 problems found, or a fault of the archive; 2 a mistake to fix in the
+command, the configuration or a location (one line on stderr; -v adds the traceback)."""
 
-    return load_config(path)
+
+def _parser() -> argparse.ArgumentParser:
+    width = max(map(len, COMMANDS))
+    listing = "\n".join(f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items())
+    p = argparse.ArgumentParser(
+        prog="pacs", usage="pacs [--config FILE] [-v] COMMAND [options]",
+        description="The PACS archive from a shell: intake, the catalogue, the tiers and the capacity report, "
+                    "without a scheduler.\n\ncommands:\n" + listing,
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", metavar="FILE", help=common.CONFIG_HELP)
+    p.add_argument("-v", "--verbose", action="store_true", help=common.VERBOSE_HELP)
+    p.add_argument("command", metavar="COMMAND", choices=COMMANDS, help=argparse.SUPPRESS)
+    p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return p
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null so that the interpreter's last flush is silent."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+def _command(name: str, top: argparse.Namespace) -> tuple[Callable[[], int | None], bool]:
+    """The command ``name`` with its arguments parsed, ready to run, and whether ``-v`` was given."""
+    module = importlib.import_module(COMMANDS[name][0])
+    if not hasattr(module, "parser"):
+        return partial(module.main, top.args), top.verbose
+    given = argparse.Namespace(config=top.config, verbose=top.verbose)
+    args = module.parser(name).parse_args(top.args, namespace=given)
+    common.setup_logging(name, args.verbose, getattr(args, "log_level", logging.WARNING))
+    return partial(args.run, args), args.verbose
+
+
+def _guarded(name: str, command: Callable[[], int | None], verbose: bool) -> int:
+    """Run a command; an error of the archive becomes one line and exit status 2 or 1."""
+    try:
+        status = int(command() or 0)
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader stopped reading (`| head`): nothing to say
+        _quiet_stdout()
+        return 0
+    except KeyboardInterrupt:
+        print(f"pacs {name}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        known = common.exit_status(exc)
+        if known is None:
+            raise  # not an error of the archive: a bug, with Python's traceback
+        common.report(name, exc, verbose)
+        return known
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in DELEGATED:
-        module, function, with_name = DELEGATED[argv[0]]
-        command = getattr(importlib.import_module(module), function)
-        return int(command(argv if with_name else argv[1:]) or 0)
-    parser = argparse.ArgumentParser(prog="pacs", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="configuration file (default: $PACS_CONFIG or config/pacs.yaml)")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name in DELEGATED:
-        sub.add_parser(name, help=f"see `pacs {name} --help`")
-    p = sub.add_parser("ingest", help="one intake pass in this process")
-    p.add_argument("--no-snapshot", action="store_true")
-    p = sub.add_parser("summary", help="what the catalogue holds")
-    p.add_argument("--json", action="store_true")
-    p = sub.add_parser("resubmit", help="send quarantined files back through intake")
-    p.add_argument("--reason", action="append", default=[], help="a reason code (repeatable)")
-    p.add_argument("--id", action="append", default=[], help="a quarantine id <batch>:<row> (repeatable)")
-    p = sub.add_parser("header", help="the catalogue fields of a file's header")
-    p.add_argument("path")
-    p.add_argument("--show-phi", action="store_true", help="do not mask names and birth dates")
-    sub.add_parser("check", help="verify the catalogue's invariants")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from pacs.errors import PacsError
-
-    try:
-        return _run(parser, args)
-    except PacsError as exc:
-        if args.verbose:
-            raise
-        print(f"pacs {args.command}: {exc}", file=sys.stderr)  # one line; -v shows the traceback
-        return 1
-
-
-def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    if args.command == "ingest":
-        from pacs.intake import run_ingest
-
-        print(json.dumps(run_ingest(_config(args.config), snapshot=not args.no_snapshot), indent=1))
-        return 0
-    if args.command == "summary":
-        from pacs.catalogue.checks import print_summary, summary
-
-        info = summary(_config(args.config))
-        if args.json:
-            print(json.dumps(info, indent=1))
-        else:
-            print_summary(info)
-        return 0
-    if args.command == "resubmit":
-        from pacs.intake.quarantine import resubmit
-
-        print(json.dumps(resubmit(_config(args.config), reasons=args.reason or None, ids=args.id or None)))
-        return 0
-    if args.command == "header":
-        import fsspec
-
-        from pacs.dicom import HeaderError, read_header
-
-        fs, path = fsspec.core.url_to_fs(args.path)
-        try:
-            header = read_header(fs, path)
-        except HeaderError as exc:
-            print(f"{exc.reason}: {exc.detail}")
-            return 1
-        if not args.show_phi:
-            for k in ("patient_name", "patient_birth_date"):
-                if header.get(k):
-                    header[k] = "***"
-        print(json.dumps(header, indent=1, default=str))
-        return 0
-    if args.command == "check":
-        from pacs.catalogue.checks import check
-
-        problems = check(_config(args.config))
-        for p in problems:
-            print(p)
-        print("catalogue consistent" if not problems else f"{len(problems)} problem(s)")
-        return 1 if problems else 0
-    parser.error(f"unknown command {args.command}")
-    return 2
+    """``pacs [--config FILE] [-v] COMMAND ...``; returns the exit status."""
+    top = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    command, verbose = _command(top.command, top)
+    return _guarded(top.command, command, verbose)
 
 
 if __name__ == "__main__":

@@ -7,26 +7,25 @@ Argument parsing only; the work is :mod:`pacs.analyst.query` (snapshot reads, ``
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
-from collections.abc import Sequence
 
 import duckdb
 
 from pacs.analyst.deid import DEID_VIEWS, KEY_ENV
 from pacs.analyst.query import run_query, write_output
 from pacs.analyst.views import ANALYST_VIEWS
-from pacs.config import load_config
-from pacs.errors import CatalogueBusyError, QueryError
+from pacs.cli.common import command_parser, load
+from pacs.errors import QueryError
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="pacs query", description="Analysts' SQL over the catalogue (see pacs.analyst.query).",
+def parser(name: str = "query") -> argparse.ArgumentParser:
+    """The parser of ``pacs query``."""
+    p = command_parser(
+        name, "Run SQL over the catalogue and print a table, or write CSV, Parquet or JSON. Reads the "
+              "Parquet snapshot unless --live.",
         epilog=f"views: {', '.join(ANALYST_VIEWS)}; de-identified: {', '.join(DEID_VIEWS)}")
     p.add_argument("sql", help="the query (SQL; tables patient, study, series, image, quarantine, ingest_batch)")
-    p.add_argument("--config", help="configuration file (default: $PACS_CONFIG or config/pacs.yaml)")
     p.add_argument("--format", choices=("table", "csv", "parquet", "json"), default=None,
                    help="output format (default: table, or from the --out file's extension)")
     p.add_argument("--out", help="write the result to this file")
@@ -39,26 +38,23 @@ def _parser() -> argparse.ArgumentParser:
                    help="--live and --deidentified: stop a query running longer than this (30)")
     p.add_argument("--wait", type=float, default=120.0, help="seconds to wait for a snapshot refresh to finish (120)")
     p.add_argument("--max-rows", type=int, default=100, help="rows shown by --format table (100)")
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(run=run)
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def run(args: argparse.Namespace) -> int:
+    """Run the query; a query that cannot run as asked is a :class:`QueryError` (exit status 2)."""
     fmt = args.format
     if fmt is None:
         ext = os.path.splitext(args.out or "")[1].lower().lstrip(".")
         fmt = ext if ext in ("csv", "parquet", "json") else "table"
+    cfg = load(args)
     try:
-        cfg = load_config(args.config)
         table = run_query(cfg, args.sql, live=args.live, deidentified=args.deidentified, timeout=args.timeout,
                           max_seconds=args.max_seconds, wait=args.wait)
         text = write_output(table, fmt, args.out, max_rows=args.max_rows)
-    except (QueryError, CatalogueBusyError, duckdb.Error, OSError) as exc:
-        print(f"pacs query: {exc}", file=sys.stderr)
-        return 2
+    except (duckdb.Error, OSError) as exc:
+        raise QueryError(str(exc)) from exc
     if text is not None:
         sys.stdout.write(text)
     elif args.out:

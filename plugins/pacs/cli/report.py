@@ -9,25 +9,23 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import logging
-import sys
-from collections.abc import Sequence
 from typing import Any
 
-from pacs.config import load_config
+from pacs.cli.common import command_parser, load
 from pacs.reports.units import fmt_bytes
 from pacs.store import Location
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pacs report", description="The capacity report (see pacs.reports.capacity).")
-    p.add_argument("--config", help="configuration file (default: $PACS_CONFIG or config/pacs.yaml)")
+def parser(name: str = "report") -> argparse.ArgumentParser:
+    """The parser of ``pacs report``."""
+    p = command_parser(name, "Write the capacity report (HTML page, summary.json and CSVs): volume, growth, "
+                             "tier utilisation and the forecast, as of 00:00 UTC of --date.")
     p.add_argument("--date", type=dt.date.fromisoformat,
                    help="report date YYYY-MM-DD: images received before that day 00:00 UTC (default: today)")
     p.add_argument("--out-location", help="where to write (a folder or s3:// URL; default: the reports location)")
     p.add_argument("--source", choices=("live", "snapshot"), help="read the live catalogue or the Parquet snapshot")
     p.add_argument("--json", action="store_true", help="print the key figures as JSON")
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(run=run)
     return p
 
 
@@ -47,14 +45,12 @@ def _print_summary(result: dict[str, Any]) -> None:
                                             if s["threshold_crossing"] else ""))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def run(args: argparse.Namespace) -> int:
+    """Build and publish the report; print its path and key figures (or them as JSON)."""
     from pacs.reports.extract import as_of_for  # the report's numpy/pyarrow/DuckDB stack: not for --help
     from pacs.reports.publish import run_report
 
-    cfg = load_config(args.config)
+    cfg = load(args)
     day = args.date or dt.datetime.now(dt.UTC).date()  # a shell user's default; DAG runs pass their date
     out = _out_location(args.out_location) if args.out_location else None
     result = run_report(cfg, as_of_for(day), out=out, source=args.source)

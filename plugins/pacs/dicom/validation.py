@@ -12,6 +12,8 @@ import datetime as dt
 import re
 from typing import Any, NamedTuple
 
+from pacs.errors import HeaderError
+
 NOT_DICOM = "not_dicom"
 UNREADABLE = "unreadable"
 MISSING_TAG = "missing_tag"
@@ -115,3 +117,14 @@ def validate(row: dict[str, Any]) -> Rejection | None:
         except ValueError:
             return Rejection(INVALID_DATE, f"{kw} is not a valid DICOM date (expected YYYYMMDD)")
     return None
+
+
+def judge(header: dict[str, Any] | None, problem: HeaderError | None) -> Rejection | None:
+    """Intake's verdict on one file from reading its header: the reader's problem (``not_dicom``,
+    ``unreadable``, ``invalid_value``), else the first rule :func:`validate` finds (dates are
+    converted in place); None when the file is to be catalogued. The process step and
+    ``pacs header`` both decide through this function."""
+    if problem is not None:
+        return Rejection(problem.reason, problem.detail)
+    assert header is not None  # the reader returns a header or raises
+    return validate(header)

@@ -55,5 +55,6 @@ def run_ingest(cfg: Config, *, run_id: str = "manual", now: dt.datetime | None =
     if snapshot:
         merged["snapshot"] = catalogue.refresh(cfg)
     merged["waiting"], merged["future_dated"] = stats.waiting, stats.future_dated
+    merged["missing_landing"] = stats.missing_landing
     merged["failed_batches"], merged["left_to_other_runs"] = len(failed), owned + stats.owned_elsewhere
     return merged

@@ -4,7 +4,9 @@ The sweep lists every landing location, takes files unchanged for ``settle_secon
 open batch owns, and writes batch manifests to the journal (streaming: bounded memory for any
 backlog). Open batches of earlier, interrupted runs are resumed first; a batch whose lease is
 held belongs to a running step of another run and is left to it. Links are never followed
-out of a landing root.
+out of a landing root. A landing location that does not exist is warned about (the sweep finds
+nothing there), and what the sweep saw — files waiting to settle, missing locations — is kept
+for ``pacs summary`` (:func:`landing_state`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pacs import journal, store
@@ -59,8 +61,9 @@ class SweepStats:
     owned_elsewhere: int = 0
     waiting: int = 0
     future_dated: int = 0
+    missing_landing: list[str] = field(default_factory=list)  # landing locations that do not exist
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, Any]:
         return dict(vars(self))
 
 
@@ -77,9 +80,33 @@ def _write_json(work: Location, name: str, obj: Any) -> None:
     journal.ingest(work).put_file(name, json.dumps(obj).encode())
 
 
-def last_sweep(cfg: Config) -> dict[str, int]:
-    """The counts of the most recent sweep (waiting and future-dated files included)."""
+def last_sweep(cfg: Config) -> dict[str, Any]:
+    """The counts of the most recent sweep (waiting and future-dated files included), the landing
+    locations it found missing and when it ran (``swept_at``); ``{}`` before the first sweep."""
     return _read_json(cfg.work, LAST_SWEEP)
+
+
+def missing_landing(cfg: Config) -> list[Location]:
+    """The landing locations that do not exist (a folder not created or mistyped, a bucket not
+    there): the sweep finds nothing in them, so ``pacs ingest`` and ``pacs summary`` warn and
+    ``pacs check`` fails."""
+    return [loc for loc in cfg.landing if not store.root_exists(loc)]
+
+
+def missing_text(cfg: Config, loc: Location) -> str:
+    """One line for a landing location that does not exist: what, where, how to fix."""
+    return (f"{loc.name} at {store.where(loc)} does not exist, so nothing there is taken in: create it, "
+            f"or correct 'landing' in {cfg.path}")
+
+
+def landing_state(cfg: Config) -> dict[str, Any]:
+    """What waits in landing, for ``pacs summary``: the last sweep's count of files waiting to
+    settle (and of those with a modification time in the future), when it ran, and the landing
+    locations that do not exist now (counts and locations only)."""
+    last = last_sweep(cfg)
+    return {"waiting": int(last.get("waiting", 0)), "future_dated": int(last.get("future_dated", 0)),
+            "swept_at": last.get("swept_at"), "settle_seconds": cfg.settle_seconds,
+            "missing": [store.where(loc) for loc in missing_landing(cfg)]}
 
 
 class _Settling:
@@ -168,6 +195,9 @@ def sweep_files(cfg: Config, *, run_id: str, now: dt.datetime | None, limit: int
     now = now or dt.datetime.now(dt.UTC)
     j = journal.ingest(cfg.work)
     stats = SweepStats()
+    for loc in missing_landing(cfg):
+        stats.missing_landing.append(store.where(loc))
+        log.warning("%s", missing_text(cfg, loc))
     open_ids = j.open_runs()
     # A batch whose lease is held belongs to a running step of another run: not ours to resume.
     resumed = [b for b in open_ids if not j.is_leased(b)]
@@ -180,7 +210,7 @@ def sweep_files(cfg: Config, *, run_id: str, now: dt.datetime | None, limit: int
     stats.batches, stats.waiting, stats.future_dated = len(new_ids), settling.waiting, settling.future
     if settling.settle_ns:
         _write_json(cfg.work, SEEN, settling.still)
-    _write_json(cfg.work, LAST_SWEEP, stats.as_dict())
+    _write_json(cfg.work, LAST_SWEEP, {**stats.as_dict(), "swept_at": now.isoformat()})
     log.info("sweep: %d new file(s) in %d batch(es), %d open batch(es) resumed, %d left to the runs working "
              "on them, %d file(s) waiting to settle (%d with a modification time in the future)",
              stats.taken, stats.batches, stats.resumed, stats.owned_elsewhere, stats.waiting, stats.future_dated)

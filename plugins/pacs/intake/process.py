@@ -22,7 +22,7 @@ from pacs import journal, store
 from pacs.config import Config
 from pacs.dicom import HeaderError, read_header, read_header_bytes
 from pacs.dicom.layout import image_key, quarantine_key
-from pacs.dicom.validation import UNREADABLE, UNSAFE_PATH, validate
+from pacs.dicom.validation import UNREADABLE, UNSAFE_PATH, judge
 from pacs.errors import TransientError
 from pacs.intake.quarantine import quarantine_bytes, sidecar
 from pacs.intake.staged import Status, accept, base_row, counts, defer, reject, table
@@ -120,14 +120,11 @@ def _examine(cfg: Config, batch_id: str, f: dict[str, Any], move_ok: bool, move_
         defer(row, "the landing file changed while it was read")
         return row
 
-    if problem is not None:
-        reject(row, problem.reason, problem.detail, None)
+    rejection = judge(header, problem)  # the header reader guarantees each column's type
+    if rejection is None:
+        accept(row, header)
     else:
-        rejection = validate(header)  # the header reader guarantees each column's type
-        if rejection is not None:
-            reject(row, rejection.reason, rejection.detail, header)
-        else:
-            accept(row, header)
+        reject(row, rejection.reason, rejection.detail, header if problem is None else None)
 
     link = f.get("link") == "inside"
     movable = data is not None and not link and row["source_ino"] is not None

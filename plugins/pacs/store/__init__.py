@@ -37,7 +37,8 @@ __all__ = ["CHUNK", "TMP_MARK", "Identity", "Location", "StorageError", "TierErr
            "copy_stream", "exists", "free_bytes", "hash_at", "hash_bytes", "hash_path", "holds", "is_link",
            "iter_files", "local_folder", "lock", "modified", "move_local", "move_verified", "names", "put",
            "put_many", "read", "read_small", "register_filesystem", "remove", "remove_tree", "rename_noreplace",
-           "same_filesystem", "scan", "sha256_b64", "still_same", "sync", "tier_faults", "where", "write", "writer"]
+           "root_exists", "same_filesystem", "scan", "sha256_b64", "still_same", "sync", "tier_faults", "where",
+           "write", "writer"]
 
 
 def _backend(loc: Location) -> ModuleType:
@@ -147,6 +148,12 @@ def holds(loc: Location, path: str, sha256: str) -> bool:
 
 def exists(loc: Location, path: str) -> bool:
     return _backend(loc).exists(loc, path)
+
+
+def root_exists(loc: Location) -> bool:
+    """Whether the location itself is there: its local folder, or its bucket (an object-store
+    prefix with nothing under it yet is no less there: object stores have no folders)."""
+    return _backend(loc).root_exists(loc)
 
 
 def is_link(loc: Location, path: str) -> bool:

@@ -81,6 +81,37 @@ def _publish_local(tmp: str, path: str, *, overwrite: bool) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _named(path: str) -> Iterator[None]:
+    """Give an OSError raised on a file descriptor (a write, an fsync) the file's name, which is
+    how :func:`pacs.store.tier_faults` tells a fault of the tier (ENOSPC under its root) from
+    one of another file."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        raise OSError(exc.errno, exc.strerror, path) from exc
+
+
+def _write_all(f: Any, data: bytes | memoryview) -> None:
+    """Write every byte of ``data`` to an unbuffered file. A raw write may take fewer bytes than
+    it is given and say so only in its return value: on a filesystem that fills up, the short
+    write comes first and only the next one fails with ENOSPC."""
+    view = memoryview(data).cast("B")
+    with _named(f.name):
+        while view:
+            n = f.write(view)
+            if not n:
+                raise OSError(errno.EIO, "a write took no bytes")
+            view = view[n:]
+
+
+def _fsync(f: Any) -> None:
+    with _named(f.name):
+        os.fsync(f.fileno())
+
+
 def write_local(path: str, data: bytes | memoryview, *, fsync: bool, overwrite: bool = False,
                 tag: str = "") -> bool:
     """Atomically write ``data`` to a local ``path``; return False if it already existed.
@@ -93,9 +124,9 @@ def write_local(path: str, data: bytes | memoryview, *, fsync: bool, overwrite: 
     tmp = _tmp_name(path, tag)
     try:
         with open(tmp, "wb", buffering=0) as f:
-            f.write(data)
+            _write_all(f, data)
             if fsync:
-                os.fsync(f.fileno())
+                _fsync(f)
     except BaseException:  # e.g. ENOSPC: leave nothing half-written behind
         try:
             os.unlink(tmp)
@@ -336,10 +367,10 @@ def copy_stream(src_fs: AbstractFileSystem, src: str, loc: Location, dst: str, *
         with src_fs.open(src, "rb", block_size=CHUNK) as fin, open(tmp, "wb", buffering=0) as fout:
             while chunk := fin.read(CHUNK):
                 h.update(chunk)
-                fout.write(chunk)
+                _write_all(fout, chunk)
                 size += len(chunk)
             if fsync:
-                os.fsync(fout.fileno())
+                _fsync(fout)
     except BaseException:  # leave no half-written temporary file behind
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -379,6 +410,10 @@ def remove_tree(loc: Location, folder: str) -> None:
 
 def exists(loc: Location, path: str) -> bool:
     return os.path.lexists(path)
+
+
+def root_exists(loc: Location) -> bool:
+    return os.path.isdir(loc.root)
 
 
 def names(loc: Location, folder: str) -> list[str]:

@@ -106,6 +106,18 @@ def exists(loc: Location, path: str) -> bool:
     return loc.fs.exists(path)
 
 
+def root_exists(loc: Location) -> bool:
+    """Whether the bucket is there; an unreachable endpoint raises (s3fs's ``exists`` would say
+    False after its retries, as for a bucket that is not there)."""
+    try:
+        sync(loc.fs.loop, loc.fs._call_s3, "head_bucket", Bucket=loc.root.split("/", 1)[0])
+    except FileNotFoundError:
+        return False
+    except PermissionError:
+        return True  # there, but not ours to inspect: listing it will tell
+    return True
+
+
 def names(loc: Location, folder: str) -> list[str]:
     if not loc.fs.exists(folder):
         return []

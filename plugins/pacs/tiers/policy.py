@@ -189,9 +189,13 @@ def read_policy(raw: Any, base: Path, *, online_capacity: int | None = None) -> 
         if not path.is_absolute():
             path = base / path
         if not path.is_file():
-            raise PolicyError(f"policy: file {path} does not exist")
+            raise PolicyError(f"policy: file {path} does not exist; create it, or make 'policy' a mapping "
+                              "(config/lifecycle.yaml is the example)")
         try:
             raw = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
-            raise PolicyError(f"policy file {path}: not valid YAML: {exc}") from exc
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise PolicyError(f"policy file {path}: not valid YAML{where}: "
+                              f"{getattr(exc, 'problem', None) or 'cannot be parsed'}") from exc
     return parse_policy(raw, online_capacity=online_capacity)

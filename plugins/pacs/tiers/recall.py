@@ -56,8 +56,8 @@ def recall(cfg: Config, *, study_uids: Sequence[str] = (), patient_id: str | Non
         }).to_arrow_table()
         if studies.num_rows == 0:
             asked = _asked(study_uids, patient_id, accession_number)
-            raise RecallError(f"no catalogued study matches the recall of {asked}; check the identifiers "
-                              "(`pacs query` finds a study by its UID)")
+            raise RecallError(f"no catalogued study matches the recall of {asked} in the catalogue {cfg.duckdb}; "
+                              "check the identifiers (`pacs query` finds a study by its UID)")
         con.register("recall_studies", studies)
         images = con.sql(sql.load("recall_images")).to_arrow_table().to_pylist()
         todo = [r for r in images if not (r["online_uri"] and store.exists(

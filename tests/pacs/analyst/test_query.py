@@ -25,7 +25,7 @@ from helpers import ROOT, s3fs_for, write_config
 from pacs import catalogue, intake, synth
 from pacs.analyst import deid, query
 from pacs.catalogue import snapshot
-from pacs.cli import query as query_cli
+from pacs.cli import main as pacs_main
 from pacs.config import Config, load_config
 from pacs.errors import QueryError, SnapshotBusyError
 
@@ -109,7 +109,7 @@ def test_daily_volume_modality_mix_and_tier_status(hospital: Config) -> None:
 def test_deidentified_refuses_without_a_key(hospital: Config, monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.delenv(deid.KEY_ENV, raising=False)
-    assert query_cli.main(["--config", str(hospital.path), "--deidentified", "SELECT * FROM deid_study"]) == 2
+    assert pacs_main(["query", "--config", str(hospital.path), "--deidentified", "SELECT * FROM deid_study"]) == 2
     out = capsys.readouterr()
     assert out.out == "" and "PACS_PSEUDONYM_KEY" in out.err and "no default key" in out.err
     monkeypatch.setenv(deid.KEY_ENV, "short")

@@ -104,3 +104,40 @@ def test_a_tier_fault_is_one_line_naming_the_tier(tmp_path: Path) -> None:
         raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(tmp_path / "missing-mount" / "x"))
     assert str(caught.value).startswith(f"the online tier at {tmp_path / 'missing-mount'} is missing")
     assert caught.value.terminal
+
+
+@pytest.fixture
+def full_tier(tmp_path: Path):
+    """A local tier on a 16 KB tmpfs (needs root to mount)."""
+    import subprocess
+
+    root = tmp_path / "small"
+    root.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(root)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        yield Location.at("online", str(root / "tier"))
+    finally:
+        subprocess.run(["umount", str(root)], capture_output=True)
+
+
+def test_a_full_local_tier_fails_the_write_and_publishes_nothing(full_tier: Location, tmp_path: Path) -> None:
+    """A write that fills the filesystem is a short write first and ENOSPC only on the next one:
+    neither ``write`` nor ``copy_stream`` may publish the bytes that fitted."""
+    data = bytes(range(256)) * 256  # 64 KB: four times the filesystem
+    source = tmp_path / "source.bin"
+    source.write_bytes(data)
+    with pytest.raises(TierError, match="is full") as caught, store.tier_faults(full_tier):
+        store.write(full_tier, full_tier.path("a/one.bin"), data, _sha(data), fsync=True)
+    assert caught.value.terminal
+    with pytest.raises(TierError, match="is full"), store.tier_faults(full_tier):
+        store.copy_stream(full_tier.fs, str(source), full_tier, full_tier.path("a/two.bin"), fsync=True)
+    assert [p for p in Path(full_tier.root).rglob("*") if p.is_file()] == []
+
+
+def test_root_exists_tells_a_missing_folder_or_bucket(tmp_path: Path, s3) -> None:
+    s3fs_for(s3).mkdir("pacs-root-there")
+    assert store.root_exists(Location.at("landing[0]", str(tmp_path)))
+    assert not store.root_exists(Location.at("landing[0]", str(tmp_path / "not-made")))
+    assert store.root_exists(Location.at("landing[0]", "s3://pacs-root-there/nothing-yet"))  # no folders in S3
+    assert not store.root_exists(Location.at("landing[0]", "s3://pacs-root-not-there/landing"))

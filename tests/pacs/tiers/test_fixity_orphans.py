@@ -23,7 +23,7 @@ from pydicom.uid import generate_uid
 
 from pacs import synth
 from pacs.catalogue.checks import check
-from pacs.cli import tiers as tiers_cli
+from pacs.cli import main as pacs_main
 from pacs.dicom.layout import image_key
 from pacs.intake import finalize_batches, merge_batches, process_batch, run_ingest, sweep
 from pacs.intake.quarantine import RESUBMIT_FOLDER
@@ -227,7 +227,7 @@ def test_offline_orphans_are_reported_with_a_reason_and_left_in_place(small_arch
     cfg = small_archive
     orphan = _plant(Path(cfg.offline.root) / "2024/01/01/9.8/9.8.7/9.8.7.6.dcm", GARBAGE)
 
-    assert tiers_cli.fixity_main(["--config", str(cfg.path), "--date", DAY.isoformat()]) == 0
+    assert pacs_main(["--config", str(cfg.path), "fixity", "--date", DAY.isoformat()]) == 0
 
     (repaired, repair, detail) = _q(cfg, "SELECT repaired_at IS NOT NULL, repair, detail FROM fixity_finding "
                                          "WHERE tier = 'offline' AND kind = 'orphan' AND uri = $u",
