@@ -1,8 +1,10 @@
 -- Capacity report: what it reads from the catalogue (the live file read-only, or the Parquet
 -- snapshot's views), as small aggregates, so the catalogue is held only for a short read.
 -- Parameters: $as_of (TIMESTAMPTZ: only images received before it count),
--- $basis ('study_date' | 'received_at': the day bytes count on; a study without a date counts on
--- the day it arrived), $hold_patients, $hold_studies (VARCHAR[]: the policy's holds).
+-- $basis ('study_date' | 'received_at': the day bytes count on; a study without a date, or dated
+-- after $last_day, counts on the day it arrived), $last_day (DATE: the UTC day of the last moment
+-- before $as_of, so no figure falls after the report's date), $hold_patients, $hold_studies
+-- (VARCHAR[]: the policy's holds).
 -- Days are UTC calendar days, from epoch microseconds (no time-zone lookup per row).
 --
 -- Scanning 30 million image rows is what costs, so images are read only where the catalogue's
@@ -80,7 +82,7 @@ GROUP BY ALL;
 
 -- name: image_cube
 -- Images and bytes by day, modality, tier and institution.
-SELECT coalesce(t.received_day, st.study_date,
+SELECT coalesce(t.received_day, CASE WHEN st.study_date <= $last_day THEN st.study_date END,
                 DATE '1970-01-01' + CAST(epoch_us(st.first_received_at) // 86400000000 AS INTEGER)) AS day,
        t.modality,
        t.tier,
@@ -95,7 +97,7 @@ GROUP BY ALL;
 -- Studies by day, the modalities in the study, current tier state and institution.
 SELECT CASE WHEN $basis = 'received_at'
             THEN DATE '1970-01-01' + CAST(epoch_us(first_received_at) // 86400000000 AS INTEGER)
-            ELSE coalesce(study_date,
+            ELSE coalesce(CASE WHEN study_date <= $last_day THEN study_date END,
                           DATE '1970-01-01' + CAST(epoch_us(first_received_at) // 86400000000 AS INTEGER)) END AS day,
        coalesce(modalities_in_study, []::VARCHAR[]) AS modalities,
        tier_state,
@@ -156,3 +158,18 @@ GROUP BY ALL;
 SELECT count(DISTINCT patient_id) AS patients
 FROM study
 WHERE first_received_at < $as_of;
+
+-- name: received_later
+-- Images already catalogued but received at or after $as_of: the next reports count them.
+WITH later AS (
+    SELECT count(*) AS images, coalesce(sum(i.size_bytes), 0) AS bytes
+    FROM image i
+    SEMI JOIN report_mixed_study m USING (study_instance_uid)
+    WHERE i.received_at >= $as_of
+    UNION ALL
+    SELECT coalesce(sum(image_count), 0), coalesce(sum(size_bytes), 0)
+    FROM study
+    WHERE first_received_at >= $as_of
+)
+SELECT sum(images)::BIGINT AS images, sum(bytes)::BIGINT AS bytes
+FROM later;

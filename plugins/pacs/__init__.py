@@ -64,6 +64,7 @@ Reports (``pacs_capacity_report``)
   - ``reports.extract``      the catalogue extract a report is computed from
   - ``reports.figures``      every figure of the report
   - ``reports.forecast``     the ingest model and the online-tier projection
+  - ``reports.backtest``     the ingest model's backtest against seasonal naive
   - ``reports.charts``       the charts (SVG)
   - ``reports.html``         the self-contained HTML page
   - ``reports.publish``      publishing the report's files
@@ -91,6 +92,7 @@ Synthetic data (demo, tests, benchmarks)
   - ``synth``                the generators' public names
   - ``synth.__main__``       ``python -m pacs.synth``
   - ``synth.archive``        a realistic hospital archive
+  - ``synth.arrival``        when each file reached the archive
   - ``synth.bad``            the bad set and duplicates
   - ``synth.builder``        the state of one generation run
   - ``synth.bulk``           benchmark sets (CT slices, small files)

@@ -14,8 +14,10 @@ run without a scheduler; this module re-exports what callers use (``capacity.ext
    ``capacity/latest/``. :func:`run_report` runs the three steps in one process.
 
 Definitions: a day is a UTC calendar day; a study's bytes count on its study date
-(``capacity.date_basis: received_at`` counts them on arrival); ``as_of`` includes images received
-before it; the forecast's history ends the day before the report date (the last complete day).
+(``capacity.date_basis: received_at`` counts them on arrival; a study without a date, or dated
+after the report's date, counts on the day it arrived, so no table or chart reaches past the
+report's date); ``as_of`` includes images received before it; the forecast's history ends the day
+before the report date (the last complete day).
 GB and TB are decimal (10⁹, 10¹² bytes), as storage is priced.
 
 Configuration (``capacity:`` in the YAML file, :mod:`pacs.reports.settings`)::

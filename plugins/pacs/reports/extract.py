@@ -68,10 +68,14 @@ class Extract:
     study_groups: pa.Table
     patients: int
     seconds: float = 0.0
+    later_images: int = 0
+    """Images catalogued but received at or after ``as_of`` (counted by later reports)."""
+    later_bytes: int = 0
 
     def meta(self) -> dict[str, Any]:
         return {"as_of": self.as_of.isoformat(), "date_basis": self.date_basis, "source": self.source,
-                "patients": self.patients, "seconds": self.seconds}
+                "patients": self.patients, "seconds": self.seconds, "later_images": self.later_images,
+                "later_bytes": self.later_bytes}
 
     def save(self, loc: Location, prefix: str) -> str:
         """Write the extract as Parquet files under ``prefix`` (for the next Airflow task)."""
@@ -90,24 +94,28 @@ class Extract:
                 tables[name] = pq.read_table(f)
         return cls(as_of=dt.datetime.fromisoformat(meta["as_of"]), date_basis=meta["date_basis"],
                    source=meta["source"], patients=int(meta["patients"]), seconds=float(meta["seconds"]),
+                   later_images=int(meta.get("later_images", 0)), later_bytes=int(meta.get("later_bytes", 0)),
                    **tables)
 
 
 def _extract_from(con: duckdb.DuckDBPyConnection, as_of: dt.datetime, basis: str, policy: Policy,
                   source: str) -> Extract:
     started = time.perf_counter()
-    params = {"as_of": as_of, "basis": basis, "hold_patients": sorted(policy.hold_patients),
+    last_day = (as_of - dt.timedelta(microseconds=1)).astimezone(dt.UTC).date()
+    params = {"as_of": as_of, "basis": basis, "last_day": last_day, "hold_patients": sorted(policy.hold_patients),
               "hold_studies": sorted(policy.hold_studies)}
     queries = sql.named_queries("report_extract")
     for name in _EXTRACT_STAGING:
         con.execute(queries[name], sql.params_for(queries[name], params))
     out: dict[str, Any] = {}
-    for name in (*EXTRACT_TABLES, "patients"):
+    for name in (*EXTRACT_TABLES, "patients", "received_later"):
         query = queries[name]
         out[name] = con.sql(query, params=sql.params_for(query, params)).to_arrow_table()
     seconds = time.perf_counter() - started
     patients = out.pop("patients").column(0)[0].as_py() or 0
-    return Extract(as_of=as_of, date_basis=basis, source=source, patients=int(patients), seconds=seconds, **out)
+    later = out.pop("received_later").to_pylist()[0]
+    return Extract(as_of=as_of, date_basis=basis, source=source, patients=int(patients), seconds=seconds,
+                   later_images=int(later["images"] or 0), later_bytes=int(later["bytes"] or 0), **out)
 
 
 def _empty_catalogue() -> duckdb.DuckDBPyConnection:

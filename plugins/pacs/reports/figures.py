@@ -2,7 +2,8 @@
 
 :func:`build_report` computes, at ``as_of`` (never the clock): volume per day/week/month
 (``include/sql/report_rollup.sql``), growth, utilisation against the configured capacities, the
-online forecast (:mod:`pacs.reports.forecast`) and its crossing of the high watermark, what-if of
+online forecast (:mod:`pacs.reports.forecast`), its crossing of the high watermark and its
+backtest on the archive's own last year (:mod:`pacs.reports.backtest`), what-if of
 1–5 years of online retention, and cost per tier. Each section is one function here; the result
 is a :class:`CapacityReport` of Arrow tables, a JSON-ready summary, notes and (optionally) charts.
 """
@@ -21,7 +22,7 @@ import pyarrow as pa
 
 from pacs.catalogue import sql
 from pacs.config import Config
-from pacs.reports import forecast
+from pacs.reports import backtest, forecast
 from pacs.reports.charts import render_charts
 from pacs.reports.extract import EXTRACT_TABLES, Extract
 from pacs.reports.settings import CapacitySettings
@@ -70,6 +71,7 @@ class CapacityReport:
     projection: forecast.OnlineProjection | None = None
     fit: forecast.IngestFit | None = None
     history: tuple[dt.date, np.ndarray] | None = None
+    backtest: backtest.Backtest | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,6 +93,10 @@ def build_report(cfg: Config, ex: Extract, *, policy: Policy | None = None,
     tables = rolled.tables
     if not rolled.totals["images"]:
         notes.append(f"The catalogue holds no image received before {ex.as_of.strftime('%Y-%m-%d %H:%M UTC')}.")
+    if ex.later_images:
+        notes.append(f"The catalogue also holds {ex.later_images:,} image(s) ({fmt_bytes(ex.later_bytes)}) received "
+                     f"at or after {ex.as_of.strftime('%Y-%m-%d %H:%M UTC')}: reports of later dates count them "
+                     "(pacs summary counts them already).")
 
     capacity_online = policy.online_capacity_bytes or settings.online_bytes
     tables["tier_utilisation"] = _tier_utilisation(rolled.tiers, policy, capacity_online, settings.offline_bytes)
@@ -105,6 +111,7 @@ def build_report(cfg: Config, ex: Extract, *, policy: Policy | None = None,
                            online_now=online_now, offline_now=offline_now, capacity_online=capacity_online,
                            notes=notes)
     tables["forecast_daily"], tables["forecast_monthly"] = fc.daily, fc.monthly
+    tested = _backtest(rolled.history, groups, policy, fc.info)
     tables["what_if_retention"] = _what_if(groups, policy, fc.fit, first, horizon, through, capacity_online,
                                            fc.threshold)
     tables["cost"] = _cost(settings, online_now, offline_now, tables["forecast_daily"], first)
@@ -114,7 +121,7 @@ def build_report(cfg: Config, ex: Extract, *, policy: Policy | None = None,
     summary = _summary(ex, policy, tables, rolled.totals, fc.info, notes, through=through)
     report = CapacityReport(as_of=ex.as_of, report_date=report_date, through=through, settings=settings,
                             policy=policy, tables=tables, summary=_jsonable(summary), notes=notes,
-                            projection=fc.projection, fit=fc.fit, history=rolled.history)
+                            projection=fc.projection, fit=fc.fit, history=rolled.history, backtest=tested)
     if charts:
         report.charts = render_charts(report)
     return report
@@ -132,7 +139,8 @@ def _summary(ex: Extract, policy: Policy, tables: dict[str, pa.Table], totals: d
         "source": ex.source,
         "date_basis": ex.date_basis,
         "catalogue": {"patients": ex.patients, "studies": totals["studies"], "images": totals["images"],
-                      "bytes": totals["bytes"]},
+                      "bytes": totals["bytes"],
+                      "received_later": {"images": ex.later_images, "bytes": ex.later_bytes}},
         "tiers": {r["tier"]: {k: r[k] for k in ("studies", "images", "bytes", "capacity_bytes", "utilisation_pct")}
                   for r in tables["tier_utilisation"].to_pylist()},
         "watermarks": {"high": policy.high_watermark, "low": policy.low_watermark},
@@ -322,8 +330,7 @@ def _forecast_section(groups: _Groups, history: tuple[dt.date, np.ndarray] | Non
     shares = groups.shares(policy, through)
     projection = forecast.project_online(online_now, first, horizon, ingest_mean=daily, ingest_sd=sd,
                                          scheduled=scheduled, shares=shares)
-    aged = projection.migrated - scheduled
-    offline = offline_now + np.cumsum(forecast.per_day(due, groups.online_only_bytes, first, horizon) + aged)
+    offline = offline_now + np.cumsum(_to_offline(groups, policy, projection, scheduled, due, first))
     daily_table = table_of({
         "date": projection.dates.astype(dt.date), "ingest_bytes": projection.ingest,
         "migrated_bytes": projection.migrated, "online_bytes": projection.mean,
@@ -333,8 +340,8 @@ def _forecast_section(groups: _Groups, history: tuple[dt.date, np.ndarray] | Non
     capacity_crossing = (_iso(forecast.first_crossing(projection.mean, capacity_online, first))
                          if capacity_online else None)
     info.update(
-        status="ok", model=fit.describe(), trend_bytes_per_day_per_year=fit.slope_per_year,
-        residual_sd_bytes_per_day=fit.sigma, band="95 %",
+        status="ok", model=fit.describe(), growth_pct_per_year=100 * fit.growth_per_year,
+        fit_mape_pct=fit.fit_mape_pct, fitted_months=fit.months, band="95 %",
         online_bytes_12_months=projection.at(forecast.add_months(first, 12)),
         online_bytes_end=float(projection.mean[-1]), ingest_bytes_next_12_months=float(daily[:365].sum()),
         threshold_crossing=crossing, capacity_crossing=capacity_crossing,
@@ -342,6 +349,35 @@ def _forecast_section(groups: _Groups, history: tuple[dt.date, np.ndarray] | Non
     )
     info["message"] = _forecast_message(crossing, threshold_label, settings.forecast_months)
     return _ForecastResult(info, daily_table, _monthly(daily_table, settings), projection, fit, threshold)
+
+
+def _to_offline(groups: _Groups, policy: Policy, projection: forecast.OnlineProjection, scheduled: np.ndarray,
+                due: np.ndarray, first: dt.date) -> np.ndarray:
+    """Bytes gaining an offline copy each forecast day: with ``offline_copy: immediate`` whatever is
+    online only now at the next run, then each day's ingest; else studies as they leave online."""
+    if policy.offline_copy == "immediate":
+        out = projection.ingest.copy()
+        out[0] += float(groups.online_only_bytes.sum())
+        return out
+    aged = projection.migrated - scheduled
+    return forecast.per_day(due, groups.online_only_bytes, first, len(aged)) + aged
+
+
+def _backtest(history: tuple[dt.date, np.ndarray] | None, groups: _Groups, policy: Policy,
+              info: dict[str, Any]) -> backtest.Backtest | None:
+    """The model's backtest on the archive's own last 12 complete months (into ``info["backtest"]``)."""
+    cut = None if history is None else backtest.cut_day(history[0], len(history[1]))
+    tested = None
+    if history is not None and cut is not None:
+        online = backtest.OnlineGroups(basis=groups.basis, bytes=groups.bytes, due=groups.due(policy),
+                                       shares=groups.shares(policy, cut - dt.timedelta(days=1)))
+        tested = backtest.run(history[1], history[0], groups=online)
+    need = backtest.MIN_FIT_MONTHS + backtest.MONTHS
+    info["backtest"] = (tested.figures() if tested is not None else
+                        {"status": "not_enough_history",
+                         "message": f"No backtest: it needs {need} months of history "
+                                    f"({backtest.MIN_FIT_MONTHS} to fit, {backtest.MONTHS} to compare)."})
+    return tested
 
 
 def _crossing(projection: forecast.OnlineProjection, threshold: float | None, online_now: float,

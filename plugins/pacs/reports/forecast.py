@@ -1,14 +1,22 @@
-"""Forecasts of daily ingest and of the online tier's usage under the lifecycle policy.
+"""Forecasts of ingest and of the online tier's usage under the lifecycle policy.
 
 Owns the numbers behind the capacity report's forecast, with numpy only:
 
-- :func:`fit_ingest` fits daily ingest bytes by least squares: a linear trend, day-of-week
-  effects from 8 weeks of history, and yearly Fourier terms (one harmonic from one year of
-  history, three from two years). Less than :data:`MIN_HISTORY_DAYS` gives ``None``: not enough
-  history to forecast.
+- :func:`fit_ingest` models the expected ingest bytes of a day as
+  ``weekday factor × month-of-year factor × exp(level + growth × t)``: a log-linear trend (the
+  forecast is never negative, and a growing archive's never falls), yearly seasonality (one
+  factor per calendar month: holidays make it a step more than a wave) and the weekly rhythm.
+  Level, growth and month factors are fitted by quasi-Poisson regression
+  (iteratively reweighted least squares, log link) on monthly totals, each month weighted by the
+  days of history it holds, so partial months and a small archive's many empty days count for
+  what they are; the weekday factors come from the daily history. The terms follow the history's
+  length (:func:`model_terms`), month factors only where they beat the noise (quasi-AIC: a small
+  archive's months are mostly noise); growth is bounded to :data:`GROWTH_BOUNDS` a year (a bound
+  that applies is stated); less than :data:`MIN_HISTORY_DAYS` of history gives ``None``.
+  ``bench/forecast_backtest.py`` compares the choices on synthetic histories.
 - :class:`IngestFit` predicts daily ingest and the cumulative ingest with its standard error
-  (noise of each future day, inflated for autocorrelated residuals, plus the uncertainty of the
-  fitted coefficients).
+  (monthly noise from the fit's dispersion, inflated for autocorrelated months, plus the
+  uncertainty of the fitted coefficients).
 - :func:`add_years` and :func:`due_dates` turn study dates into the days the policy moves them
   offline (retention years, modality overrides, holds, recall pins).
 - :func:`project_online` simulates online usage day by day: current online bytes plus
@@ -16,17 +24,20 @@ Owns the numbers behind the capacity report's forecast, with numpy only:
   ingest itself once it ages past its retention; :func:`first_crossing` finds the day a level
   is reached.
 
-Nothing here reads the catalogue or the clock: callers pass arrays and the run's date.
+How well the model forecasts is measured by :mod:`pacs.reports.backtest`. Nothing here reads the
+catalogue or the clock: callers pass arrays and the run's date.
 """
 
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import datetime as dt
 import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -35,46 +46,99 @@ log = logging.getLogger(__name__)
 MIN_HISTORY_DAYS = 56
 """Eight weeks: fewer days of history give no forecast ("not enough history to forecast")."""
 MAX_GAP_DAYS = 28
-"""A longer run of days without ingest, followed by data, starts the history afresh."""
+GAP_FACTOR = 16
+"""A run of days without ingest longer than :data:`MAX_GAP_DAYS` and than ``GAP_FACTOR`` times
+the archive's usual pause (the median days between days with ingest), followed by data, starts
+the history afresh: stray studies dated long before the archive began are not history."""
 WEEKLY_MIN_DAYS = 56
-YEARLY_ONE_HARMONIC_DAYS = 365
-YEARLY_FULL_DAYS = 730
-YEARLY_HARMONICS = 3
-FIT_WINDOW_DAYS = 3 * 365
-"""The trend follows the recent regime: at most the last three years are fitted."""
+TREND_MIN_DAYS = 182
+YEARLY_MIN_DAYS = 730
+FIT_WINDOW_DAYS = 4 * 365
+"""The fit follows the recent regime: at most the last four years are fitted."""
+GROWTH_BOUNDS = (-0.5, 1.0)
+"""The fitted growth is kept within −50 % and +100 % a year (a young archive's first months)."""
 YEAR_DAYS = 365.25
 Z95 = 1.959964
 
 
-def model_terms(days: int) -> tuple[bool, int]:
-    """(day-of-week effects?, yearly harmonics) that ``days`` of history support."""
-    weekly = days >= WEEKLY_MIN_DAYS
-    if days >= YEARLY_FULL_DAYS:
-        return weekly, YEARLY_HARMONICS
-    if days >= YEARLY_ONE_HARMONIC_DAYS:
-        return weekly, 1
-    return weekly, 0
+class Terms(NamedTuple):
+    """The model's terms: weekday factors, a growth trend, month-of-year factors."""
+
+    weekly: bool
+    trend: bool
+    yearly: bool
 
 
-def _design(origin: dt.date, first: dt.date, n: int, weekly: bool, harmonics: int) -> np.ndarray:
+def model_terms(days: int) -> Terms:
+    """The terms ``days`` of history support: weekday factors from 8 weeks, growth from half a
+    year, month-of-year factors from two years (each month seen twice, apart from the growth)."""
+    return Terms(days >= WEEKLY_MIN_DAYS, days >= TREND_MIN_DAYS, days >= YEARLY_MIN_DAYS)
+
+
+def _design(origin: dt.date, first: dt.date, n: int, trend: bool, yearly: bool) -> np.ndarray:
     """Design matrix of ``n`` consecutive days from ``first``; time is in years since ``origin``."""
-    offset = (first - origin).days
-    t = (np.arange(n, dtype=float) + offset) / YEAR_DAYS
-    cols = [np.ones(n), t]
-    if weekly:
-        dow = (first.weekday() + np.arange(n)) % 7
-        cols.extend((dow == k).astype(float) for k in range(1, 7))
-    if harmonics:
-        # Anchored to the calendar (day of the proleptic Gregorian ordinal), not to the history.
-        angle = 2 * math.pi * (first.toordinal() + np.arange(n, dtype=float)) / YEAR_DAYS
-        for k in range(1, harmonics + 1):
-            cols.extend((np.sin(k * angle), np.cos(k * angle)))
+    cols = [np.ones(n)]
+    if trend:
+        cols.append((np.arange(n, dtype=float) + (first - origin).days) / YEAR_DAYS)
+    if yearly:
+        # February to December against January, by the calendar (not by the history's start).
+        month = (np.datetime64(first, "D") + np.arange(n)).astype("datetime64[M]").astype(np.int64) % 12
+        cols.extend((month == m).astype(float) for m in range(1, 12))
     return np.column_stack(cols)
+
+
+def month_index(first: dt.date, n: int) -> np.ndarray:
+    """The calendar month of each of ``n`` days from ``first`` (0: ``first``'s month)."""
+    months = (np.datetime64(first, "D") + np.arange(n)).astype("datetime64[M]")
+    return (months - np.datetime64(first, "M")).astype(np.int64)
+
+
+def _weekday_factors(y: np.ndarray, first: dt.date) -> np.ndarray:
+    """Mean bytes of each weekday (Monday first) over the mean of all seven: factors averaging 1."""
+    weekday = (first.weekday() + np.arange(len(y))) % 7
+    means = np.bincount(weekday, weights=y, minlength=7) / np.maximum(np.bincount(weekday, minlength=7), 1)
+    return means / means.mean() if means.sum() > 0 else np.ones(7)
+
+
+@dataclass(frozen=True)
+class _Glm:
+    coef: np.ndarray
+    xtwx_inv: np.ndarray
+    mu: np.ndarray
+    free: int
+    """Coefficients fitted (not held)."""
+
+
+def _quasi_poisson(x: np.ndarray, y: np.ndarray, exposure: np.ndarray, fixed: dict[int, float]) -> _Glm:
+    """``E[y] = exposure × exp(x β)`` by iteratively reweighted least squares; columns in ``fixed`` are held."""
+    free = [j for j in range(x.shape[1]) if j not in fixed]
+    offset = np.log(exposure) + sum((x[:, j] * v for j, v in fixed.items()), np.zeros(len(y)))
+    xf = x[:, free]
+    b = np.zeros(len(free))
+    b[0] = math.log(max(y.sum(), 1e-12) / np.exp(offset).sum())
+    for _ in range(100):
+        eta = np.clip(xf @ b + offset, -50.0, 50.0)
+        mu = np.exp(eta)
+        z = eta - offset + (y - mu) / mu
+        xtw = xf.T * mu
+        new = np.linalg.lstsq(xtw @ xf, xtw @ z, rcond=None)[0]
+        done = bool(np.max(np.abs(new - b)) < 1e-10)
+        b = new
+        if done:
+            break
+    mu = np.exp(np.clip(xf @ b + offset, -50.0, 50.0))
+    coef = np.zeros(x.shape[1])
+    coef[free] = b
+    for j, v in fixed.items():
+        coef[j] = v
+    inv = np.zeros((x.shape[1], x.shape[1]))
+    inv[np.ix_(free, free)] = np.linalg.pinv((xf.T * mu) @ xf)
+    return _Glm(coef, inv, mu, len(free))
 
 
 @dataclass(frozen=True)
 class IngestFit:
-    """A least-squares model of daily ingest bytes."""
+    """A fitted model of daily ingest bytes (see the module docstring)."""
 
     origin: dt.date
     """First day fitted."""
@@ -82,14 +146,23 @@ class IngestFit:
     """Days fitted (ending the day before the first forecast day)."""
     history_days: int
     """Days of usable history (the fit uses at most :data:`FIT_WINDOW_DAYS` of them)."""
-    weekly: bool
-    harmonics: int
+    terms: Terms
     coef: np.ndarray
-    xtx_inv: np.ndarray
-    sigma: float
-    """Residual standard deviation of one day's ingest (bytes)."""
+    """Level, growth (log, per year) and month factors (log), on bytes per day over ``scale``."""
+    cov: np.ndarray
+    """Covariance of ``coef`` (dispersion included; zero for a bounded growth)."""
+    scale: float
+    weekday: np.ndarray
+    """Seven weekday factors, Monday first (ones without the weekly term)."""
+    dispersion: float
+    """Variance of a month's bytes over its expected bytes, in units of ``scale``."""
     rho: float
-    """Lag-1 autocorrelation of the residuals (clipped to [0, 0.95])."""
+    """Lag-1 autocorrelation of the monthly residuals (clipped to [0, 0.95])."""
+    months: int
+    """Monthly totals fitted."""
+    fit_mape_pct: float | None
+    """Mean absolute percentage error of the fit on the complete months fitted."""
+    growth_bounded: bool = False
 
     @property
     def end(self) -> dt.date:
@@ -97,52 +170,69 @@ class IngestFit:
         return self.origin + dt.timedelta(days=self.days)
 
     @property
-    def slope_per_year(self) -> float:
-        """Trend: change of daily ingest bytes per year."""
-        return float(self.coef[1])
+    def weekly(self) -> bool:
+        return self.terms.weekly
+
+    @property
+    def yearly(self) -> bool:
+        return self.terms.yearly
+
+    @property
+    def growth_per_year(self) -> float:
+        """The trend: yearly relative change of expected ingest (0.08: +8 % a year)."""
+        return math.expm1(float(self.coef[1])) if self.terms.trend else 0.0
 
     def describe(self) -> str:
-        terms = ["linear trend"]
+        """The model in one line: its terms and what it was fitted on."""
+        if self.terms.trend:
+            bounded = " (bounded)" if self.growth_bounded else ""
+            terms = [f"log-linear trend ({100 * self.growth_per_year:+.1f} % a year{bounded})"]
+        else:
+            terms = ["constant level"]
+        if self.yearly:
+            terms.append("month-of-year factors")
         if self.weekly:
             terms.append("day of week")
-        if self.harmonics:
-            terms.append(f"yearly seasonality ({self.harmonics} harmonic{'s' if self.harmonics > 1 else ''})")
-        return f"{', '.join(terms)}; fitted on {self.days} days"
+        return f"{', '.join(terms)}; quasi-Poisson fit on {self.months} monthly totals ({self.days:,} days)"
 
     def design(self, first: dt.date, n: int) -> np.ndarray:
-        return _design(self.origin, first, n, self.weekly, self.harmonics)
+        return _design(self.origin, first, n, self.terms.trend, self.yearly)
 
     def predict(self, first: dt.date, n: int) -> np.ndarray:
         """Expected ingest bytes of ``n`` days from ``first`` (never negative)."""
-        return np.clip(self.design(first, n) @ self.coef, 0.0, None)
+        weekday = self.weekday[(first.weekday() + np.arange(n)) % 7]
+        return self.scale * weekday * np.exp(np.clip(self.design(first, n) @ self.coef, -50.0, 50.0))
 
     def cumulative(self, first: dt.date, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Expected cumulative ingest after each of ``n`` days from ``first``, and its standard error.
 
-        The variance of a sum of ``h`` future days is ``h σ² (1+ρ)/(1-ρ)`` (AR(1) residuals) plus
-        ``σ² sᵀ(XᵀX)⁻¹s`` with ``s`` the sum of their design rows (coefficient uncertainty).
+        The noise of ``h`` future days' bytes ``S`` is ``φ · scale · S · (1+ρ)/(1-ρ)`` (quasi-Poisson
+        dispersion, AR(1) months); the coefficients' uncertainty adds ``gᵀ Σ g`` with ``g`` the
+        gradient of ``S`` (the sum of each day's bytes times its design row) and ``Σ`` their covariance.
         """
         x = self.design(first, n)
-        mean = np.cumsum(np.clip(x @ self.coef, 0.0, None))
-        s = np.cumsum(x, axis=0)
-        param_var = np.einsum("ij,jk,ik->i", s, self.xtx_inv, s) * self.sigma**2
-        h = np.arange(1, n + 1, dtype=float)
-        noise_var = h * self.sigma**2 * (1 + self.rho) / (1 - self.rho)
+        mu = self.predict(first, n)
+        mean = np.cumsum(mu)
+        g = np.cumsum(mu[:, None] * x, axis=0)
+        param_var = np.einsum("ij,jk,ik->i", g, self.cov, g)
+        noise_var = self.dispersion * self.scale * mean * (1 + self.rho) / (1 - self.rho)
         return mean, np.sqrt(noise_var + param_var)
 
 
 def usable_start(daily: np.ndarray) -> int:
     """Index of the first day of usable history.
 
-    History starts at the first day with ingest, or after the last gap of :data:`MAX_GAP_DAYS`
-    or more days without ingest that data follows: a few stray studies dated years before the
-    archive began must not count as history. (Days without ingest at the end do count.)
+    History starts at the first day with ingest, or after the last gap (see :data:`GAP_FACTOR`)
+    that data follows: a few stray studies dated years before the archive began must not count
+    as history. (Days without ingest at the end do count.)
     """
     y = np.asarray(daily, dtype=float)
     nonzero = np.flatnonzero(y > 0)
     if not len(nonzero):
         return len(y)
-    gaps = np.flatnonzero(np.diff(nonzero) > MAX_GAP_DAYS)
+    steps = np.diff(nonzero)
+    limit = max(MAX_GAP_DAYS, GAP_FACTOR * float(np.median(steps))) if len(steps) else MAX_GAP_DAYS
+    gaps = np.flatnonzero(steps > limit)
     return int(nonzero[gaps[-1] + 1]) if len(gaps) else int(nonzero[0])
 
 
@@ -153,29 +243,87 @@ def fit_ingest(daily: Sequence[float] | np.ndarray, first_day: dt.date, *,
     Returns None when fewer than ``min_days`` days of usable history exist.
     """
     y_all = np.asarray(daily, dtype=float)
-    start = usable_start(y_all)
-    history = len(y_all) - start
+    history = len(y_all) - usable_start(y_all)
     if history < min_days:
         return None
     n = min(history, window_days)
     y = y_all[-n:]
     origin = first_day + dt.timedelta(days=len(y_all) - n)
-    weekly, harmonics = model_terms(n)
-    x = _design(origin, origin, n, weekly, harmonics)
-    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
-    resid = y - x @ coef
-    dof = max(n - x.shape[1], 1)
-    sigma = float(np.sqrt(resid @ resid / dof))
-    rho = 0.0
-    if n > 2 and float(resid @ resid) > 0:
-        rho = float(np.clip(resid[1:] @ resid[:-1] / (resid @ resid), 0.0, 0.95))
-    xtx_inv = np.linalg.pinv(x.T @ x)
-    fit = IngestFit(origin=origin, days=n, history_days=history, weekly=weekly, harmonics=harmonics,
-                    coef=coef, xtx_inv=xtx_inv, sigma=sigma, rho=rho)
-    log.info("ingest fit: %s; trend %+.3g bytes/day per year, residual sd %.3g bytes/day",
-             fit.describe(), fit.slope_per_year, sigma)
+    terms = model_terms(n)
+    weekday = _weekday_factors(y, origin) if terms.weekly else np.ones(7)
+    m = _Monthly.of(y, origin, terms, weekday)
+    glm, terms, bounded = _select(m, terms)
+    p = glm.free
+    resid = (m.y - glm.mu) / np.sqrt(glm.mu)
+    dispersion = float(resid @ resid / max(len(m.y) - p, 1))
+    rho = float(np.clip(resid[1:] @ resid[:-1] / (resid @ resid), 0.0, 0.95)) if resid @ resid > 0 else 0.0
+    fit_mape = float(np.mean(np.abs(m.y - glm.mu)[m.full] / glm.mu[m.full])) * 100 if m.full.any() else None
+    fit = IngestFit(origin=origin, days=n, history_days=history, terms=terms, coef=glm.coef,
+                    cov=dispersion * glm.xtwx_inv, scale=m.scale, weekday=weekday, dispersion=dispersion, rho=rho,
+                    months=len(m.y), fit_mape_pct=fit_mape, growth_bounded=bounded)
+    log.info("ingest fit: %s; dispersion %.3g, monthly fit error %s %%", fit.describe(), dispersion,
+             "–" if fit_mape is None else f"{fit_mape:.1f}")
     return fit
 
+
+@dataclass(frozen=True)
+class _Monthly:
+    """The history as monthly totals (over ``scale``), their exposure (days, weighted by weekday)
+    and design rows (the mean of their days' rows, weighted as their bytes are)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    exposure: np.ndarray
+    scale: float
+    full: np.ndarray
+    """Months whose every day lies in the history."""
+
+    @classmethod
+    def of(cls, y: np.ndarray, origin: dt.date, terms: Terms, weekday: np.ndarray) -> _Monthly:
+        n = len(y)
+        w = weekday[(origin.weekday() + np.arange(n)) % 7]
+        x_day = _design(origin, origin, n, terms.trend, terms.yearly)
+        month = month_index(origin, n)
+        exposure = np.bincount(month, weights=w)
+        totals = np.bincount(month, weights=y)
+        keep = exposure > 0
+        x = np.column_stack([np.bincount(month, weights=w * x_day[:, j]) for j in range(x_day.shape[1])])[keep]
+        scale = float(totals.sum() / exposure.sum())
+        full = np.bincount(month) == _month_lengths(origin, int(month[-1]) + 1)
+        return cls(x=x / exposure[keep, None], y=totals[keep] / scale, exposure=exposure[keep], scale=scale,
+                   full=full[keep])
+
+
+def _deviance(y: np.ndarray, mu: np.ndarray) -> float:
+    """Poisson deviance of ``y`` against ``mu``."""
+    ratio = np.where(y > 0, y / mu, 1.0)
+    return float(2 * np.sum(y * np.log(ratio) - (y - mu)))
+
+
+def _select(m: _Monthly, terms: Terms) -> tuple[_Glm, Terms, bool]:
+    """Fit; keep month factors only when they earn their 11 parameters (quasi-AIC: the deviance they
+    save, over the dispersion, exceeds 22 — a small archive's noisy months do not); bound the growth."""
+    glm = _quasi_poisson(m.x, m.y, m.exposure, {})
+    if terms.yearly:
+        base = 1 + terms.trend
+        reduced = _quasi_poisson(m.x[:, :base], m.y, m.exposure, {})
+        resid = (m.y - glm.mu) / np.sqrt(glm.mu)
+        dispersion = float(resid @ resid / max(len(m.y) - glm.free, 1)) or 1e-12
+        if (_deviance(m.y, reduced.mu) - _deviance(m.y, glm.mu)) / dispersion <= 2 * 11:
+            terms, glm = terms._replace(yearly=False), reduced
+            m = dataclasses.replace(m, x=m.x[:, :base])
+    bounded = False
+    if terms.trend:
+        lo, hi = (math.log1p(b) for b in GROWTH_BOUNDS)
+        if not lo <= glm.coef[1] <= hi:
+            glm, bounded = _quasi_poisson(m.x, m.y, m.exposure, {1: float(np.clip(glm.coef[1], lo, hi))}), True
+    return glm, terms, bounded
+
+
+def _month_lengths(first: dt.date, months: int) -> np.ndarray:
+    """Days in each of ``months`` calendar months from ``first``'s month."""
+    start = np.datetime64(first, "M") + np.arange(months + 1)
+    return np.diff(start.astype("datetime64[D]")).astype(np.int64)
 
 # ---------------------------------------------------------------------------------------------
 # policy dates

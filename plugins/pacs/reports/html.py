@@ -194,15 +194,30 @@ def _forecast_section(report: CapacityReport) -> list[str]:
 
 
 def _forecast_model(fc: dict[str, Any]) -> str:
-    """How the forecast is made: the fitted model and what online usage counts."""
-    return (f'<p class="small">Model: daily ingest by least squares — {_esc(fc["model"])}; '
-            f"trend {fmt_bytes(fc['trend_bytes_per_day_per_year'])}/day per year; residual sd "
-            f"{fmt_bytes(fc['residual_sd_bytes_per_day'])}/day. Online usage = today's online bytes + "
-            "forecast ingest − studies the policy moves offline as they pass their retention (holds and "
-            "recall pins stay). The band is 95 % of the cumulative ingest's uncertainty. Once usage passes "
-            "the high watermark the lifecycle moves studies offline before their retention (down "
-            "to the low watermark): the crossing date is when the configured retention stops "
-            "fitting.</p>")
+    """How the forecast is made: the fitted model, its fit, its backtest and what online usage counts."""
+    fit = fc.get("fit_mape_pct")
+    return (f'<p class="small"><strong>Model.</strong> Expected ingest per day: {_esc(fc["model"])}'
+            + (f"; the fitted months lie {fit:.1f} % from the fit on average" if fit is not None else "")
+            + ". Online usage = today's online bytes + forecast ingest − studies the policy moves offline as "
+            "they pass their retention (holds and recall pins stay). The band is 95 % of the cumulative "
+            "ingest's uncertainty. Once usage passes the high watermark the lifecycle moves studies offline "
+            "before their retention (down to the low watermark): the crossing date is when the configured "
+            "retention stops fitting.</p>" + _backtest_text(fc.get("backtest") or {}))
+
+
+def _backtest_text(bt: dict[str, Any]) -> str:
+    """The model's backtest on this archive's last year against the seasonal-naive forecast."""
+    if bt.get("status") != "ok":
+        return f'<p class="small">{_esc(bt.get("message", "No backtest."))}</p>'
+    table = _html_table(
+        ["Backtest, mean absolute % error", "This model", "Seasonal naive"],
+        [["Ingest per month", _pct_text(bt["ingest_mape_pct"], ".1f"), _pct_text(bt["naive_ingest_mape_pct"], ".1f")],
+         ["Online bytes at month end", _pct_text(bt["online_mape_pct"], ".1f"),
+          _pct_text(bt["naive_online_mape_pct"], ".1f")]])
+    return (table + f'<p class="small">Backtest: the model fitted on the history before {_esc(bt["first_day"])} '
+            f"forecast the {bt['months']} months from it, compared with what this archive then received and what "
+            "its policy kept online. Seasonal naive, the yardstick: each month as the same month a year earlier, "
+            "times the last year's change.</p>")
 
 
 def _forecast_table(report: CapacityReport) -> str:

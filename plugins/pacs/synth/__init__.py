@@ -7,6 +7,7 @@ Every file is a real DICOM Part-10 file that pydicom can read, and deterministic
 - :mod:`pacs.synth.bulk`        :func:`generate_ct_slices`, :func:`generate_small_files`: benchmark sets
 - :mod:`pacs.synth.builder`     one run's state: seeded RNG and UIDs, sites, patients, studies, series
 - :mod:`pacs.synth.series`      the per-series element template, its fast writer, per-instance values
+- :mod:`pacs.synth.arrival`     when each file reached the archive (its mtime: intake's ``received_at``)
 - :mod:`pacs.synth.pixels`      seeded pixel content
 - :mod:`pacs.synth.modalities`  the vocabulary: modality specs, sites, names, views
 - :mod:`pacs.synth.encode`      element/file byte encoding, lenient pydicom, :func:`element_value_span`
@@ -24,14 +25,13 @@ from pacs.synth.builder import UID_PREFIX
 from pacs.synth.bulk import generate_ct_slices, generate_small_files
 from pacs.synth.encode import element_value_span
 from pacs.synth.modalities import DEFAULT_MODALITIES
-from pacs.synth.model import GOOD_MTIME, KIND_DUPLICATE, KIND_GOOD, SynthFile, SynthResult
+from pacs.synth.model import KIND_DUPLICATE, KIND_GOOD, SynthFile, SynthResult
 from pacs.synth.series import IMPLEMENTATION_VERSION_NAME
 
 __all__ = [
     "BAD_KINDS",
     "BAD_MTIME",
     "DEFAULT_MODALITIES",
-    "GOOD_MTIME",
     "IMPLEMENTATION_VERSION_NAME",
     "KIND_DUPLICATE",
     "KIND_GOOD",

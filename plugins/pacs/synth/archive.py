@@ -45,8 +45,10 @@ def generate_archive(
     """Write a synthetic hospital archive under ``root`` and return what was written.
 
     ``patients`` patients get 1-6 studies each on days drawn from [start, end] with a yearly
-    ``growth`` trend and fewer studies at weekends; each study has one modality (a realistic mix
-    of ``modalities``; mammography only for women). ``size_scale`` scales the image matrix in
+    ``growth`` trend, fewer studies at weekends and a yearly rhythm; each study has one modality
+    (a realistic mix of ``modalities``; mammography only for women). Each file's mtime is when
+    it reached the archive: mostly minutes after its acquisition, some hours, days or weeks late
+    (:mod:`pacs.synth.arrival`), never after the file was written. ``size_scale`` scales the image matrix in
     each dimension, ``count_scale`` the number of instances per series (at least 1).
     ``duplicates`` adds that many byte-identical copies of good files; ``bad`` adds the bad
     set of :func:`generate_bad_files` under ``root/incoming-bad`` (with the ``unsafe_path``

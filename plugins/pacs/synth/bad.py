@@ -33,14 +33,14 @@ from pacs.synth.encode import (
     _lenient_pydicom,
     element_value_span,
 )
-from pacs.synth.model import GOOD_MTIME, KIND_DUPLICATE, SynthFile, SynthResult
+from pacs.synth.model import KIND_DUPLICATE, SynthFile, SynthResult
 
 log = logging.getLogger(__name__)
 
 LATER_BY = 3600.0
 """A file referring to an earlier good file is this many seconds (plus its index) newer."""
-BAD_MTIME = GOOD_MTIME + 7200.0
-"""mtime of bad files that do not refer to a good file."""
+BAD_MTIME = 1_700_007_200.0
+"""mtime of bad files that do not refer to a good file (2023-11-15 00:13:20 UTC)."""
 
 BAD_KINDS: tuple[str, ...] = (
     "not_dicom",

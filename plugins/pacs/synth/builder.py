@@ -3,8 +3,10 @@ names, sites and their stations, patients, studies and the series writer, plus p
 and the study-day sampler.
 
 Everything is deterministic given a seed: UIDs are derived from the seed with
-:func:`pydicom.uid.generate_uid` (``entropy_srcs``), structure from :class:`random.Random`
-and pixel content from :func:`numpy.random.default_rng`; nothing depends on the clock.
+:func:`pydicom.uid.generate_uid` (``entropy_srcs``), structure from :class:`random.Random`,
+arrival times (file mtimes, :mod:`pacs.synth.arrival`) from a second one and pixel content from
+:func:`numpy.random.default_rng`. The clock only caps arrival times: no file arrives after it
+was written.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.uid import generate_uid
 
+from pacs.synth.arrival import LAG_S, arrival_time, study_delay
 from pacs.synth.encode import _PIXEL_DATA_TAG, _T_CONTENT_TIME, _T_INSTANCE_NUMBER, _T_SOP_INSTANCE, _fmt_time
 from pacs.synth.modalities import (
     _DOCTORS,
@@ -29,8 +32,9 @@ from pacs.synth.modalities import (
     _MODALITIES,
     _SITES,
     _WEEKEND_FACTOR,
+    _YEARLY_FACTORS,
 )
-from pacs.synth.model import GOOD_MTIME, KIND_GOOD, SynthFile, _Patient, _Study
+from pacs.synth.model import KIND_GOOD, SynthFile, _Patient, _Study
 from pacs.synth.pixels import _PixelSource
 from pacs.synth.series import _dynamic_values_fn, _DynamicFn, _series_template, _SeriesWriter
 
@@ -64,14 +68,17 @@ class _Progress:
 
 
 def _day_sampler(start: date, end: date, growth: float) -> tuple[list[date], list[float]]:
-    """Days of [start, end] and cumulative weights: yearly growth, fewer studies at weekends."""
+    """Days of [start, end] and cumulative weights: yearly growth, fewer studies at weekends and
+    a yearly rhythm (busier winters, quieter summer holidays and end-of-year weeks)."""
     days: list[date] = []
     cum: list[float] = []
     total = 0.0
     n = (end - start).days + 1
     for i in range(n):
         d = start + datetime.timedelta(days=i)
-        w = (1.0 + growth) ** (i / 365.25)
+        w = (1.0 + growth) ** (i / 365.25) * _YEARLY_FACTORS[d.month - 1]
+        if (d.month, d.day) >= (12, 24) or (d.month, d.day) == (1, 1):
+            w *= 0.5
         if d.weekday() >= 5:
             w *= _WEEKEND_FACTOR
         total += w
@@ -88,6 +95,8 @@ class _Builder:
         self.seed = seed
         self.namespace = namespace
         self.rng = random.Random(f"pacs.synth:{namespace}:{seed}")
+        self.arrival_rng = random.Random(f"pacs.synth:{namespace}:{seed}:arrival")
+        self.clock = time.time()
         self.files: list[SynthFile] = []
         self.progress = _Progress(namespace, total)
         self._dirs: set[Path] = set()
@@ -174,6 +183,7 @@ class _Builder:
             model=model,
             referring=f"{rng.choice(_DOCTORS)}^{rng.choice(_GIVEN_F + _GIVEN_M)}^^^DR",
             laterality=laterality,
+            delay_s=study_delay(self.arrival_rng),
         )
 
     # -- series ------------------------------------------------------------------------------
@@ -188,18 +198,21 @@ class _Builder:
         directory = self.directory(study.station, study.study_date.strftime("%Y%m%d"))
         series_uid = str(writer.template["SeriesInstanceUID"])
         study_date = study.study_date.strftime("%Y%m%d")
+        lag = self.arrival_rng.randint(*LAG_S)
         for i in range(instances):
             sop_uid = self.uid("sop", series_uid, i)
             values = dynamic_fn(i)
             values[_T_SOP_INSTANCE[0]] = sop_uid.encode("ascii")
             values[_T_INSTANCE_NUMBER[0]] = str(i + 1).encode("ascii")
-            values[_T_CONTENT_TIME[0]] = _fmt_time(study.time_s + 60 * number + 2 * i).encode("ascii")
+            content_s = study.time_s + 60 * number + 2 * i
+            values[_T_CONTENT_TIME[0]] = _fmt_time(content_s).encode("ascii")
             values[_PIXEL_DATA_TAG] = pixels.instance(i)
             parts = writer.encode(values)
             path = directory / self.file_name()
             with open(path, "wb") as fh:
                 fh.writelines(parts)
-            os.utime(path, (GOOD_MTIME, GOOD_MTIME))
+            received = arrival_time(study.study_date, content_s, study.delay_s, lag, clock=self.clock)
+            os.utime(path, (received, received))
             self.files.append(SynthFile(
                 path=str(path), kind=KIND_GOOD, sop_instance_uid=sop_uid,
                 study_instance_uid=study.uid, series_instance_uid=series_uid,

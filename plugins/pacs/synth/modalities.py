@@ -147,6 +147,8 @@ _GIVEN_M = ("ADAM", "BOB", "CARL", "DAVID", "ERIC", "FRANK", "GEORGE", "HENRY", 
 _DOCTORS = ("HOUSE", "GREY", "WATSON", "QUINN", "STRANGE", "ZHIVAGO", "DOLITTLE", "JEKYLL")
 _STUDIES_PER_PATIENT_WEIGHTS = (34, 24, 16, 11, 8, 7)  # for 1..6 studies
 _WEEKEND_FACTOR = 0.3
+_YEARLY_FACTORS = (1.08, 1.08, 1.06, 1.02, 1.0, 0.96, 0.88, 0.82, 0.98, 1.04, 1.06, 1.0)
+"""Studies per day by month, January first: busier winters, quieter summer holidays."""
 _MG_VIEWS = (("CC", "R"), ("CC", "L"), ("MLO", "R"), ("MLO", "L"))
 _XR_VIEWS = ("PA", "LAT", "AP", "LL", "RL")
 

@@ -1,9 +1,9 @@
 """What a generation run writes and works with: the public :class:`SynthFile` and
-:class:`SynthResult`, file kinds, the good files' mtime, and the internal patient/study records.
+:class:`SynthResult`, file kinds, and the internal patient/study records.
 
-File times: good files get the fixed mtime :data:`GOOD_MTIME`; every duplicate or bad file that
-refers to an earlier good file gets a later mtime than that file ("first received wins", see
-:mod:`pacs.synth.bad`).
+File times: a good file's mtime is when it reached the archive, after its study's acquisition
+(:mod:`pacs.synth.arrival`); every duplicate or bad file that refers to an earlier good file gets
+a later mtime than that file ("first received wins", see :mod:`pacs.synth.bad`).
 """
 
 from __future__ import annotations
@@ -13,9 +13,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
-
-GOOD_MTIME = 1_700_000_000.0
-"""mtime of every good file (2023-11-14 22:13:20 UTC)."""
 
 KIND_GOOD = "good"
 KIND_DUPLICATE = "duplicate"
@@ -113,3 +110,5 @@ class _Study:
     model: str
     referring: str
     laterality: str
+    delay_s: int = 0
+    """Seconds between the study's acquisition and its sending (:func:`pacs.synth.arrival.study_delay`)."""

@@ -405,13 +405,37 @@ def test_received_at_basis_counts_on_arrival(small: Any, tmp_path: Path) -> None
     assert {k[0]: v[1:] for k, v in daily.items() if v[1]} == {d: (n, b) for d, n, b in expected}
 
 
+def test_nothing_counts_after_the_report_date(archive: Callable[..., Any]) -> None:
+    """A study dated after the report (a modality's clock months ahead) counts on the day it
+    arrived; one received after the report's moment is left to later reports, and said so."""
+    cfg = archive(capacity=CAPACITY)
+    on_time, early = dt.datetime(2025, 6, 2, 9, tzinfo=UTC), dt.datetime(2025, 6, 20, 9, tzinfo=UTC)
+    insert_catalogue(cfg.duckdb, [
+        {"uid": "8.1", "patient_id": "P1", "study_date": dt.date(2025, 6, 2), "institution": "North",
+         "series": [("CT", [(1_000_000, on_time, "online", False)])]},
+        {"uid": "8.2", "patient_id": "P2", "study_date": dt.date(2025, 9, 15), "institution": "North",
+         "series": [("CT", [(2_000_000, early, "online", False)])]},
+        {"uid": "8.3", "patient_id": "P3", "study_date": dt.date(2025, 6, 30), "institution": "North",
+         "series": [("MR", [(3_000_000, AS_OF + dt.timedelta(hours=1), "online", False)])]},
+    ])
+    rep = capacity.build_report(cfg, capacity.extract(cfg, AS_OF), charts=False)
+    daily = rows_of(rep.tables["volume_daily"], "total")
+    assert {k[0]: v[2] for k, v in daily.items()} == {dt.date(2025, 6, 2): 1_000_000, dt.date(2025, 6, 20): 2_000_000}
+    assert {k[0]: v[0] for k, v in daily.items()} == {dt.date(2025, 6, 2): 1, dt.date(2025, 6, 20): 1}
+    for name in ("volume_daily", "volume_weekly", "volume_monthly"):
+        assert max(rep.tables[name].column("period_start").to_pylist()) < AS_OF.date(), name
+    assert rep.summary["catalogue"]["received_later"] == {"images": 1, "bytes": 3_000_000}
+    assert any("1 image(s) (3.00 MB) received at or after 2025-07-01 00:00 UTC" in n for n in rep.notes)
+
+
 # ---------------------------------------------------------------------------------------------
 # forecast through the whole report
 # ---------------------------------------------------------------------------------------------
 
 def test_linear_growth_catalogue_fill_date_within_5_percent(archive: Callable[..., Any]) -> None:
-    """One study a day whose size grows linearly; the report's crossing date is within 5 %."""
-    days, a, b = 730, 2.0e8, 4.0e5
+    """One study a day whose size grows linearly (15 % of the first day's a year); the report's
+    crossing date is within 5 %."""
+    days, a, b = 730, 2.0e8, 0.15 * 2.0e8 / 365.25
     first_day = AS_OF.date() - dt.timedelta(days=days)
     studies = []
     for d in range(days):

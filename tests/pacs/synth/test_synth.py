@@ -7,6 +7,7 @@ import datetime as dt
 import io
 import json
 import os
+import random
 import re
 import struct
 import time
@@ -21,6 +22,7 @@ from pydicom.uid import UID
 
 from pacs import synth
 from pacs.synth import SynthFile, SynthResult
+from pacs.synth.builder import _day_sampler
 
 REQUIRED_TAGS = (
     "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID",
@@ -200,7 +202,7 @@ def test_structure_is_realistic(archive: SynthResult) -> None:
             assert read(f.path).PatientSex == "F"
 
 
-def test_trend_and_weekly_seasonality(tmp_path: Path) -> None:
+def test_trend_and_weekly_and_yearly_seasonality(tmp_path: Path) -> None:
     res = synth.generate_archive(tmp_path / "a", seed=3, patients=250, size_scale=0.01,
                                  count_scale=0.001, growth=0.6, modalities=("CR", "US"))
     days = {f.study_instance_uid: dt.datetime.strptime(f.study_date, "%Y%m%d").date()
@@ -210,6 +212,14 @@ def test_trend_and_weekly_seasonality(tmp_path: Path) -> None:
     assert by_year[2025] > 1.8 * by_year[2021], by_year
     weekend = sum(1 for d in days.values() if d.weekday() >= 5) / len(days)
     assert weekend < 0.2, weekend  # uniform would be 2/7 = 0.29
+    # The yearly rhythm, on many draws of the generator's study-day sampler: a summer-holiday dip
+    # and a quiet last week of December.
+    sampler_days, cum = _day_sampler(dt.date(2021, 1, 1), dt.date(2025, 12, 31), 0.0)
+    drawn = random.Random(1).choices(sampler_days, cum_weights=cum, k=200_000)
+    by_month = collections.Counter(d.month for d in drawn)
+    assert by_month[8] < 0.85 * by_month[1], by_month
+    late_december = sum(1 for d in drawn if d.month == 12 and d.day >= 24) / 8
+    assert late_december < 0.7 * sum(1 for d in drawn if d.month == 12 and 10 <= d.day < 18) / 8
 
 
 def test_scales(tmp_path: Path) -> None:
@@ -245,7 +255,9 @@ def test_full_size_images(tmp_path: Path) -> None:
 def test_mtimes(archive: SynthResult) -> None:
     good = {f.sop_instance_uid: f for f in archive.good()}
     for f in archive.good():
-        assert os.stat(f.path).st_mtime == synth.GOOD_MTIME
+        acquired = dt.datetime.strptime(f.study_date + str(read(f.path).ContentTime)[:6], "%Y%m%d%H%M%S")
+        received = dt.datetime.fromtimestamp(os.stat(f.path).st_mtime, dt.UTC).replace(tzinfo=None)
+        assert acquired < received <= acquired + dt.timedelta(weeks=8, minutes=20), f.path
     for f in archive.files:
         if f.kind in ("duplicate", "sop_conflict", "patient_mismatch"):
             if f.kind == "patient_mismatch":
