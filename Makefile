@@ -56,6 +56,8 @@ bench: install
 	$(BIN)/python bench/merge_rate.py
 	$(BIN)/python bench/lifecycle_rate.py
 	$(BIN)/python bench/capacity_report.py
+	$(BIN)/python bench/ingest_scale.py
+	$(BIN)/python bench/forecast_backtest.py
 
 constraints:
 	$(BIN)/pip freeze --exclude-editable | grep -v '^pacs-archive' > constraints.txt

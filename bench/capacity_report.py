@@ -48,7 +48,6 @@ CHILD = textwrap.dedent("""
     sys.path.insert(0, {plugins!r})
     from pacs.reports import capacity
     from pacs.config import load_config
-    from pacs.tiers.policy import load_policy
     t1 = time.perf_counter()
     cfg = load_config({config!r})
     settings, policy = cfg.capacity, cfg.policy

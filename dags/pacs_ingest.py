@@ -94,7 +94,8 @@ def pacs_ingest() -> None:
         swept = last_sweep(cfg)
         extra = {**summary, **cleaned, "snapshot_files_written": info["written"],
                  "snapshot_bytes_written": info["bytes_written"],
-                 "waiting": swept.get("waiting", 0), "future_dated": swept.get("future_dated", 0)}
+                 "waiting": swept.get("waiting", 0), "future_dated": swept.get("future_dated", 0),
+                 "missing_landing": swept.get("missing_landing", [])}
         if outlet_events is not None:
             outlet_events[CATALOGUE].extra = extra
         return extra

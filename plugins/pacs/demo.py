@@ -231,13 +231,13 @@ def prepare(cfg: Config, *, var: Path = VAR, now: dt.datetime | None = None) -> 
     return Path(top)
 
 
-def generate(cfg: Config, *, patients: int = 80) -> int:
+def generate(cfg: Config, *, patients: int = 400) -> int:
     landing = Path(cfg.landing[0].root)
     _step(f"generating a small hospital ({patients} patients, 2022-2026) into {landing}")
     t0 = time.monotonic()
     result = synth.generate_archive(landing, seed=2026, patients=patients,
                                     start=dt.date(2022, 1, 1), end=dt.date(2026, 10, 31),
-                                    count_scale=0.12, size_scale=0.25, bad=True, duplicates=20)
+                                    count_scale=0.025, size_scale=0.25, bad=True, duplicates=20)
     counts = result.counts()
     good = result.summary()
     print(f"    {good['images']:,} images in {good['studies']} studies ({good['bytes'] / 1e6:,.0f} MB), "
@@ -332,7 +332,8 @@ def walk(cfg: Config, *, day: dt.date, logs: Path = VAR) -> int:
     found = _one(cfg, sql.load("demo_recall_pick"))
     if found:
         uid, study_date, images = found
-        _step(f"pacs_recall of one offline study (dated {study_date}, {images} images): back online, pinned")
+        _step(f"pacs_recall of one offline study (dated {study_date}, {images} image{'s' * (images != 1)}): "
+              "back online, pinned")
         if rc := run_dag("pacs_recall", logical_date=when, conf={"study_uids": [uid]}, logs=logs):
             return rc
         state, pinned = _one(cfg, "SELECT tier_state, pinned_until FROM study WHERE study_instance_uid = $u",
@@ -364,7 +365,7 @@ DEMO_DAY = dt.date(2026, 11, 1)
 """The demo's date for lifecycle, recall, fixity and the report (its archive runs to 2026-10-31)."""
 
 
-def main(*, var: Path = VAR, patients: int = 80) -> int:
+def main(*, var: Path = VAR, patients: int = 400) -> int:
     try:
         cfg = load_config()
         _step(f"configuration {cfg.path}")

@@ -19,7 +19,7 @@ import yaml
 from helpers import ROOT
 
 RUN = ("import sys; from pathlib import Path; from pacs import demo; "
-       "sys.exit(demo.main(var=Path(sys.argv[1]), patients=8))")
+       "sys.exit(demo.main(var=Path(sys.argv[1]), patients=40))")
 
 
 def test_make_demo_walks_the_whole_product(airflow_db: Path, tmp_path: Path) -> None:
