@@ -18,7 +18,7 @@ UPDATE series SET
     size_bytes = a.size_bytes,
     first_received_at = a.first_received_at,
     last_received_at = a.last_received_at,
-    updated_at = $now
+    updated_at = now()
 FROM touched_series_stats a
 WHERE series.series_instance_uid = a.series_instance_uid
   AND (series.image_count <> a.image_count OR series.size_bytes <> a.size_bytes
@@ -34,7 +34,7 @@ UPDATE study SET
     modalities_in_study = a.modalities_in_study,
     first_received_at = a.first_received_at,
     last_received_at = a.last_received_at,
-    updated_at = $now
+    updated_at = now()
 FROM (
     SELECT s.study_instance_uid,
            count(*)::INTEGER AS series_count,
@@ -54,7 +54,7 @@ UPDATE patient SET
     study_count = a.study_count,
     first_study_date = a.first_study_date,
     last_study_date = a.last_study_date,
-    updated_at = $now
+    updated_at = now()
 FROM (
     SELECT st.patient_id, count(*)::INTEGER AS study_count,
            min(st.study_date) AS first_study_date, max(st.study_date) AS last_study_date

@@ -44,3 +44,8 @@ SELECT count(*) FROM image
 WHERE (tier = 'online' AND (online_uri IS NULL OR uri <> online_uri))
    OR (tier = 'offline' AND (offline_uri IS NULL OR online_uri IS NOT NULL))
    OR tier NOT IN ('online', 'offline');
+
+-- The merge's SOP-instance lookup covers every image (include/sql/schema.sql).
+-- name: images_missing_from_image_sop
+SELECT count(*) FROM image i
+ANTI JOIN image_sop k ON k.sop_hash = (md5_number(i.sop_instance_uid) >> 64)::UBIGINT;

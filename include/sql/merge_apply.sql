@@ -1,6 +1,21 @@
 -- Apply the decisions to the catalogue, inside the merge's single transaction. Inputs: the
 -- Arrow tables `staged` and `new_images` (the staged rows decided 'catalogued') and temp table
--- `decided`; $now is the merge time, $run_id the Airflow run.
+-- `decided`; $now is the merge time (created_at, ingested_at), $run_id the Airflow run; updated_at
+-- is now(), this transaction's start, which the snapshot refresh reads changes by.
+-- What the new images add to the aggregates (include/sql/merge_aggregates.sql), taken before
+-- the upserts: per series, and whether the series held images and the study existed before.
+CREATE OR REPLACE TEMP TABLE merge_series_delta AS
+SELECT n.series_instance_uid, any_value(n.study_instance_uid) AS study_instance_uid,
+       count(*) AS image_count, sum(n.size_bytes) AS size_bytes,
+       count(*) FILTER (WHERE n.dst_uri IS NOT NULL) AS online_image_count,
+       min(n.received_at) AS first_received_at, max(n.received_at) AS last_received_at,
+       coalesce(any_value(se.image_count), 0) = 0 AS series_was_empty
+FROM new_images n LEFT JOIN series se USING (series_instance_uid)
+GROUP BY n.series_instance_uid;
+
+CREATE OR REPLACE TEMP TABLE merge_new_studies AS
+SELECT DISTINCT study_instance_uid FROM new_images ANTI JOIN study USING (study_instance_uid);
+
 -- Patient demographics: the most recently received non-empty value wins.
 INSERT INTO patient (patient_id, issuer_of_patient_id, patient_name, patient_birth_date, patient_sex,
                      study_count, created_at, updated_at)
@@ -9,7 +24,7 @@ SELECT patient_id,
        arg_max(patient_name, received_at) FILTER (WHERE patient_name IS NOT NULL),
        arg_max(patient_birth_date, received_at) FILTER (WHERE patient_birth_date IS NOT NULL),
        arg_max(patient_sex, received_at) FILTER (WHERE patient_sex IS NOT NULL),
-       0, $now, $now
+       0, $now, now()
 FROM new_images
 GROUP BY patient_id
 ON CONFLICT (patient_id) DO UPDATE SET
@@ -33,7 +48,7 @@ SELECT study_instance_uid,
        arg_min(referring_physician_name, received_at) FILTER (WHERE referring_physician_name IS NOT NULL),
        arg_min(institution_name, received_at) FILTER (WHERE institution_name IS NOT NULL),
        arg_min(patient_age, received_at) FILTER (WHERE patient_age IS NOT NULL),
-       $now, $now
+       $now, now()
 FROM new_images
 GROUP BY study_instance_uid
 ON CONFLICT (study_instance_uid) DO UPDATE SET
@@ -60,7 +75,7 @@ SELECT series_instance_uid,
        arg_min(manufacturer, received_at) FILTER (WHERE manufacturer IS NOT NULL),
        arg_min(manufacturer_model_name, received_at) FILTER (WHERE manufacturer_model_name IS NOT NULL),
        arg_min(station_name, received_at) FILTER (WHERE station_name IS NOT NULL),
-       $now, $now
+       $now, now()
 FROM new_images
 GROUP BY series_instance_uid
 ON CONFLICT (series_instance_uid) DO UPDATE SET
@@ -80,8 +95,11 @@ INSERT INTO image (sop_instance_uid, sop_class_uid, series_instance_uid, study_i
 SELECT sop_instance_uid, sop_class_uid, series_instance_uid, study_instance_uid, instance_number,
        content_date, transfer_syntax_uid, rows, columns, number_of_frames, bits_allocated,
        sha256, size_bytes, 'online', dst_uri, dst_uri, $now, received_at, $now,
-       batch_id, $now
+       batch_id, now()
 FROM new_images;
+
+-- Their rows of the SOP-instance lookup (include/sql/schema.sql): ingested_at as in image above.
+INSERT INTO image_sop SELECT (md5_number(sop_instance_uid) >> 64)::UBIGINT, $now FROM new_images;
 
 INSERT INTO quarantine (quarantine_id, batch_id, source_uri, quarantine_uri, sidecar_uri, reason, detail,
                         sha256, size_bytes, sop_instance_uid, study_instance_uid, quarantined_at)
@@ -91,7 +109,7 @@ FROM decided d JOIN staged s USING (_i)
 WHERE d.outcome = 'quarantined'
 ON CONFLICT (quarantine_id) DO NOTHING;
 
--- Aggregates of every touched study, its series and patient (include/sql/aggregates.sql).
+-- Aggregates of every touched study, its series and patient (include/sql/merge_aggregates.sql).
 CREATE OR REPLACE TEMP TABLE touched_studies AS
 SELECT DISTINCT study_instance_uid FROM new_images;
 

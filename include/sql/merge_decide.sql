@@ -17,14 +17,29 @@
 -- the series' study is the one its first acceptable file names, as if the files came one at a
 -- time. (A later copy of a SOP instance that also names another study of the series is reported
 -- as series_conflict rather than sop_conflict; it is quarantined either way.)
--- Catalogued images this merge touches, in two steps so that the 10M-row image table is
--- scanned for its SOP instance UIDs only (the second step is free when there is no match).
-CREATE OR REPLACE TEMP TABLE merge_known_sop AS
-SELECT i.sop_instance_uid FROM image i
-SEMI JOIN (SELECT sop_instance_uid FROM staged WHERE status = 'ok') s USING (sop_instance_uid);
+-- Catalogued images this merge touches (sop_instance_uid, sha256, online_uri), in three steps
+-- so that the cost follows the merge, not the catalogue: the SOP instances named by the staged
+-- rows are looked up in image_sop (16 bytes per image, include/sql/schema.sql), then the few
+-- candidates are read from image in the row groups of their ingested_at only; a candidate not
+-- found so (a hash collision, or an ingested_at that no longer matches) is looked up in all of
+-- image, so the result is exact whatever image_sop holds. Each step is free when the one before
+-- found nothing. Every staged SOP instance counts (merge_outcomes.sql reads online_uri here).
+CREATE OR REPLACE TEMP TABLE merge_staged_sop AS
+SELECT DISTINCT sop_instance_uid, (md5_number(sop_instance_uid) >> 64)::UBIGINT AS sop_hash
+FROM staged WHERE sop_instance_uid IS NOT NULL;
+
+CREATE OR REPLACE TEMP TABLE merge_sop_candidates AS
+SELECT s.sop_instance_uid, k.ingested_at FROM image_sop k JOIN merge_staged_sop s USING (sop_hash);
 
 CREATE OR REPLACE TEMP TABLE merge_known_image AS
-SELECT i.sop_instance_uid, i.sha256 FROM image i SEMI JOIN merge_known_sop USING (sop_instance_uid);
+SELECT i.sop_instance_uid, i.sha256, i.online_uri FROM image i
+WHERE i.ingested_at IN (SELECT ingested_at FROM merge_sop_candidates)
+  AND i.sop_instance_uid IN (SELECT sop_instance_uid FROM merge_sop_candidates);
+
+INSERT INTO merge_known_image
+SELECT i.sop_instance_uid, i.sha256, i.online_uri FROM image i
+SEMI JOIN (SELECT sop_instance_uid FROM merge_sop_candidates ANTI JOIN merge_known_image USING (sop_instance_uid))
+    USING (sop_instance_uid);
 
 CREATE OR REPLACE TEMP TABLE decided AS
 WITH ok AS NOT MATERIALIZED (

@@ -1,8 +1,10 @@
 -- The catalogue: Patient -> Study -> Series -> Image, plus quarantine and ingest audit.
 -- Columns are the DICOM keywords in snake_case. Statements are idempotent (run at every open).
 -- image has no PRIMARY KEY index on purpose: the merge (the only writer) inserts only SOP
--- instances it has checked are absent, which is 3x faster than an ART index on 10M+ rows;
--- tests and `pacs check` assert uniqueness.
+-- instances it has checked are absent (through image_sop, below); tests and `pacs check` assert
+-- uniqueness. An ART index on sop_instance_uid is no alternative: DuckDB keeps every ART buffer
+-- it loads pinned (256 KB each) until the file is closed, so a few thousand lookups of random
+-- UIDs (pydicom's generate_uid) on a 30M-image catalogue exceed the 512 MB memory limit.
 
 CREATE TABLE IF NOT EXISTS catalogue_meta (
     key   VARCHAR PRIMARY KEY,
@@ -123,3 +125,23 @@ CREATE TABLE IF NOT EXISTS ingest_batch (
     bytes         BIGINT NOT NULL,
     merged_at     TIMESTAMPTZ NOT NULL
 );
+
+-- The merge's SOP-instance lookup: one 16-byte row per image row (sop_hash = the low 64 bits of
+-- md5(sop_instance_uid), and the image row's ingested_at), inserted by the merge with the image
+-- row. The merge scans it instead of image (an eighth of the bytes of the UIDs), then reads the
+-- few matching image rows in the row groups of their ingested_at only (zone maps: image rows are
+-- appended in merge order). A filter, never the truth: a stale row costs a lookup in image, a
+-- missing one would let a duplicate SOP instance in, so any other writer that inserts image rows
+-- inserts these too. `pacs check` verifies that it covers image.
+CREATE TABLE IF NOT EXISTS image_sop (
+    sop_hash    UBIGINT NOT NULL,
+    ingested_at TIMESTAMPTZ NOT NULL
+);
+
+-- Rebuilt whole when it holds fewer rows than image (a catalogue older than image_sop, or an
+-- interrupted rebuild); two row counts otherwise.
+DELETE FROM image_sop WHERE (SELECT count(*) FROM image_sop) < (SELECT count(*) FROM image);
+
+INSERT INTO image_sop
+SELECT (md5_number(sop_instance_uid) >> 64)::UBIGINT, ingested_at FROM image
+WHERE (SELECT count(*) FROM image_sop) < (SELECT count(*) FROM image);

@@ -174,11 +174,12 @@ def apply(con: duckdb.DuckDBPyConnection, decisions: Decisions, *, run_id: str, 
     new_images = staged if pc.all(catalogued).as_py() else staged.filter(catalogued)
     con.register("new_images", new_images)
     db.run(con, "merge_apply", {"now": now, "run_id": run_id})
-    db.run(con, "aggregates", {"now": now})
+    db.run(con, "merge_aggregates", {"now": now})
     outcomes = _outcomes(con, staged, decision)
     result = _result(con)
     con.unregister("staged")
     con.unregister("new_images")
+    db.run(con, "merge_done")  # its working tables are not kept until the next merge replaces them
     return outcomes, result
 
 
