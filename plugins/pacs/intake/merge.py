@@ -62,6 +62,18 @@ def merge_group(cfg: Config, con: Any, staged: pa.Table, *, run_id: str, now: dt
     return result
 
 
+def _merge_chunk(cfg: Config, con: Any, group: list[pa.Table], *, run_id: str, now: dt.datetime
+                 ) -> catalogue.MergeResult:
+    """Merge one chunk of batches, then hand the memory of its Arrow tables back to the system
+    (pyarrow's allocator keeps freed memory for reuse: a backlog's chunks would each add theirs)."""
+    staged = pa.concat_tables(group)
+    group.clear()
+    result = merge_group(cfg, con, staged, run_id=run_id, now=now)
+    del staged
+    pa.default_memory_pool().release_unused()
+    return result
+
+
 def merge_batches(cfg: Config, batch_ids: list[str], *, run_id: str = "manual",
                   now: dt.datetime | None = None) -> dict[str, Any]:
     """Merge processed batches into the catalogue (the single writer). Idempotent."""
@@ -89,10 +101,10 @@ def merge_batches(cfg: Config, batch_ids: list[str], *, run_id: str = "manual",
                 group.append(j.read_table(b, journal.STORED))
                 rows += group[-1].num_rows
                 if rows >= cfg.ingest.merge_chunk_rows:
-                    total.add(merge_group(cfg, con, pa.concat_tables(group), run_id=run_id, now=now))
+                    total.add(_merge_chunk(cfg, con, group, run_id=run_id, now=now))
                     group, rows = [], 0
             if group:
-                total.add(merge_group(cfg, con, pa.concat_tables(group), run_id=run_id, now=now))
+                total.add(_merge_chunk(cfg, con, group, run_id=run_id, now=now))
     summary = total.as_dict()
     log.info("merge: %s", summary)
     return summary
