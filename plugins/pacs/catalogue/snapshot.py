@@ -158,7 +158,7 @@ def with_snapshot(loc: Location, work: Callable[[duckdb.DuckDBPyConnection], T],
             if error is not None:
                 raise error
             return result
-        if time.monotonic() > deadline:
+        if time.monotonic() > deadline and attempt >= 2:  # at least one retry, however slow the first
             raise SnapshotBusyError(f"the Parquet snapshot at {loc.url} kept changing for {wait:.0f}s "
                                     "(a refresh is under way); try again, or use --live")
         log.info("snapshot changed during the query (attempt %d); running it again", attempt)
