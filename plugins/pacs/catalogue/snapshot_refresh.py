@@ -137,10 +137,8 @@ def _published(loc: Location) -> dict[str, Any]:
 
 def _in_step(con: duckdb.DuckDBPyConnection, loc: Location) -> bool:
     """Whether the index describes the snapshot published at ``loc`` (else: rebuild it whole)."""
-    manifest = _published(loc)
-    return (manifest.get("format") == FORMAT and manifest.get("location") == loc.url
-            and str(manifest.get("generation")) == _meta(con, "snapshot_generation")
-            and _meta(con, "snapshot_location") == loc.url)
+    manifest = _published(loc)  # a copy of the folder elsewhere is still in step: files are named relative to it
+    return manifest.get("format") == FORMAT and str(manifest.get("generation")) == _meta(con, "snapshot_generation")
 
 
 def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
@@ -305,7 +303,8 @@ def refresh_snapshot(con: duckdb.DuckDBPyConnection, loc: Location, *, force: bo
                 _changed(r, table, since)
         _record(r, full)
         manifest = _manifest(r, started)
-        if full or r.written or r.replaced:
+        moved = _meta(con, "snapshot_location") != loc.url  # the views name the files by their full path
+        if full or r.written or r.replaced or moved:
             store.put(loc, loc.path(SNAPSHOT_MANIFEST), json.dumps(manifest, indent=1).encode())
             empty = {t: [(c[0], c[1]) for c in con.execute(f'DESCRIBE "{t}"').fetchall()]  # fixed table names
                      for t, files in manifest["tables"].items() if not files}
