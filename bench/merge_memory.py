@@ -1,8 +1,8 @@
 """Memory of one catalogue merge in-process: RSS before, peak during and after ``pacs.catalogue.merge``.
 
 The merge step of ``pacs_ingest`` merges a whole run's staged rows (``ingest.merge_chunk_rows``,
-250,000, at a time) in the task process; with a 100,000-file backlog that is one 100,000-row
-merge. This script merges ``--rows`` synthetic staged rows (the generator of
+10,000, at a time) in the task process; a 100,000-file backlog is ten 10,000-row merges.
+This script merges ``--rows`` synthetic staged rows (the generator of
 ``bench/merge_rate.py``) into a fresh catalogue holding ``--catalogue-images`` images (default:
 empty, as in ``bench/backlog_rss.py``), sampling this process' RSS every 50 ms, and reports
 DuckDB's own memory accounting after the merge.

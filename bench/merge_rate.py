@@ -16,8 +16,8 @@ existing studies (of the catalogue's own patients). Timed side by side in one ru
    NOTHING`` into a copy of ``image`` with a PRIMARY KEY on ``sop_instance_uid`` (built and
    cached before timing);
 3. **plain append** — ``INSERT INTO image SELECT <image columns> FROM <arrow>``;
-4. (``--chunked``) the pacs merge in chunks of ``ingest.merge_chunk_rows`` (250,000), as
-   ``pacs.intake.merge_batches`` runs it.
+4. (``--chunked``) the pacs merge in chunks of ``--chunk-rows`` (default 250,000), as
+   ``pacs.intake.merge_batches`` runs it in chunks of ``ingest.merge_chunk_rows`` (10,000).
 
 Every variant runs ``--repeat`` times (default 2), interleaved; the median round is reported
 (for an even count, the slower of the two middle rounds).

@@ -67,12 +67,22 @@ def pacs_ingest() -> None:
         return resubmit_files(load_config(), reasons=params.get("resubmit_reasons") or None,
                               ids=params.get("resubmit_ids") or None)
 
-    @task(trigger_rule="none_failed")  # runs after resubmit, or when it was skipped (nothing asked)
+    # runs after resubmit, or when it was skipped (nothing asked); skips itself when landing holds
+    # nothing to take, and then process and merge are skipped by the scheduler without starting
+    @task(trigger_rule="none_failed")
     def sweep(run_id: str | None = None) -> list[str]:
         from pacs.config import load_config
         from pacs.intake import sweep as sweep_landing
 
-        return sweep_landing(load_config(), run_id=run_id or "manual")
+        cfg = load_config()
+        batch_ids = sweep_landing(cfg, run_id=run_id or "manual")
+        if not batch_ids:  # nothing to take: the run ends here, process and merge never start
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            from pacs.intake import last_sweep, nothing_to_take
+
+            raise AirflowSkipException(nothing_to_take(last_sweep(cfg)))
+        return batch_ids
 
     @task
     def process(batch_id: str) -> dict[str, Any]:
@@ -81,7 +91,7 @@ def pacs_ingest() -> None:
 
         return process_batch(load_config(), batch_id)
 
-    @task(pool=POOL, trigger_rule="all_done", outlets=[CATALOGUE])
+    @task(pool=POOL, trigger_rule="all_done_min_one_success", outlets=[CATALOGUE])
     def merge(batch_ids: list[str], run_id: str | None = None, outlet_events: Any = None) -> dict[str, Any]:
         from pacs.catalogue import refresh as refresh_snapshot
         from pacs.config import load_config

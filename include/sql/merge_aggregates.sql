@@ -5,7 +5,7 @@
 -- the aggregates were exact before (every other writer recomputes them with aggregates.sql;
 -- `pacs check` verifies them all). Inputs, from merge_apply.sql: temp tables
 -- `merge_series_delta` (per series of the new images, taken before the upserts),
--- `merge_new_studies` (the studies the merge created) and `touched_studies`; $now.
+-- `merge_new_studies` (the studies the merge created) and `touched_studies`.
 -- The same values as aggregates.sql: counts and sizes of the images, copies by tier (a new
 -- image has its online copy), first and last received, the sorted modalities of the series with
 -- images, the number of such series, and per patient its studies and their first and last date.

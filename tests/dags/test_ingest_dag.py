@@ -150,6 +150,10 @@ def test_pacs_ingest_end_to_end(ingest_env, tmp_path: Path, capfd: pytest.Captur
     before = _q(cfg, "SELECT sop_instance_uid, sha256, uri FROM image ORDER BY 1")
     dr2 = run_dag("pacs_ingest")
     assert str(dr2.state) == "success"
+    # and runs no task that has nothing to do: the sweep ends it, process and merge never start
+    states2 = _task_states(dr2)
+    assert states2 == {"resubmit[-1]": "skipped", "sweep[-1]": "skipped", "process[-1]": "skipped",
+                       "merge[-1]": "skipped"}, states2
     assert _q(cfg, "SELECT sop_instance_uid, sha256, uri FROM image ORDER BY 1") == before
     assert _q(cfg, "SELECT count(*) FROM quarantine")[0][0] == quarantined
 

@@ -23,13 +23,13 @@ from typing import Any
 from pacs import catalogue, store
 from pacs.config import Config
 from pacs.intake.finalize import finalize_batch, finalize_batches
-from pacs.intake.landing import last_sweep, sweep, sweep_files, sweep_lock
+from pacs.intake.landing import last_sweep, nothing_to_take, sweep, sweep_files, sweep_lock
 from pacs.intake.merge import merge_batches
 from pacs.intake.process import MAX_ATTEMPTS, process_batch
 from pacs.intake.staged import STAGED_SCHEMA
 
 __all__ = ["MAX_ATTEMPTS", "STAGED_SCHEMA", "finalize_batch", "finalize_batches", "last_sweep", "merge_batches",
-           "process_batch", "run_ingest", "sweep"]
+           "nothing_to_take", "process_batch", "run_ingest", "sweep"]
 
 log = logging.getLogger(__name__)
 

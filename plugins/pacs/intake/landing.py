@@ -86,6 +86,16 @@ def last_sweep(cfg: Config) -> dict[str, Any]:
     return _read_json(cfg.work, LAST_SWEEP)
 
 
+def nothing_to_take(last: dict[str, Any]) -> str:
+    """One line for a sweep that took nothing (from :func:`last_sweep`): why the run ends there."""
+    parts = [f"{int(last.get('waiting', 0))} file(s) still settling"]
+    if last.get("future_dated"):
+        parts.append(f"{int(last['future_dated'])} with a modification time in the future")
+    if last.get("missing_landing"):
+        parts.append("missing landing: " + ", ".join(map(str, last["missing_landing"])))
+    return "nothing to take in landing and no open batch (" + "; ".join(parts) + ")"
+
+
 def missing_landing(cfg: Config) -> list[Location]:
     """The landing locations that do not exist (a folder not created or mistyped, a bucket not
     there): the sweep finds nothing in them, so ``pacs ingest`` and ``pacs summary`` warn and
