@@ -95,6 +95,12 @@ class TierError(StorageError):
         return str(self.strerror)
 
 
+class LeaseUnsupportedError(ConfigError):
+    """A lease was asked for where it cannot be exclusive: an object store that ignores
+    conditional writes, or a protocol the leases do not speak. A :class:`ConfigError`, since
+    only a ``work`` location on another store fixes it; never a lease that silently does nothing."""
+
+
 class UnsafePathError(TerminalError, ValueError):
     """A value that is not a valid DICOM UID (or batch id) was about to become a path."""
 

@@ -1,7 +1,8 @@
 """Finalize: remove landing files whose outcome is committed, and copies the merge did not keep.
 
 A landing file is deleted only after its batch is merged and only while it is still the file
-the sweep saw; a copy of ours is deleted only while the catalogue does not refer to it.
+the sweep saw (on object storage: the same size and ETag, asked of the store at that moment); a
+copy of ours is deleted only while the catalogue does not refer to it.
 """
 
 from __future__ import annotations
@@ -41,14 +42,15 @@ def _finalize_owned(cfg: Config, batch_id: str, con: Any) -> dict[str, Any]:
     if not j.has(batch_id, journal.MERGED):
         return {"batch_id": batch_id, "state": "not merged"}
     outcomes = j.read_table(batch_id, journal.OUTCOME).to_pylist()
-    landing_of = {f["row"]: f["landing"] for f in j.manifest_files(batch_id)}
+    seen = {f["row"]: f for f in j.manifest_files(batch_id)}
     removed = kept = dropped = not_permitted = 0
     for r in outcomes:
         if r["outcome"] == Status.DEFERRED:
             kept += 1
             continue
-        loc = cfg.landing[landing_of[r["row_no"]]]
-        if store.still_same(loc, r["source_path"], r["source_size"], r["source_mtime_ns"]):
+        swept = seen[r["row_no"]]
+        loc = cfg.landing[swept["landing"]]
+        if store.still_same(loc, r["source_path"], r["source_size"], r["source_mtime_ns"], swept.get("etag")):
             try:
                 store.remove(loc, r["source_path"])
                 removed += 1

@@ -21,10 +21,16 @@ next run resumes it.
 
 **Ownership.** A step works on a run only while it holds the run's lease
 (:meth:`Journal.lease`), which dies with the process holding it: an ``flock`` on a local
-``work`` folder, a lease object with a heartbeat on object storage (:func:`pacs.store.lock`).
-A run whose lease is held belongs to a running step of another process: the sweep does not
+``work`` folder, a lease object on S3 written with conditional puts and renewed by a heartbeat
+(:func:`pacs.store.lock`; free :data:`LEASE_TTL_SECONDS` after its holder's last renewal). A
+run whose lease is held belongs to a running step of another process: the sweep does not
 resume it, and a step that finds it held skips it (its owner finishes it). Two runs at once
-therefore end as one would.
+therefore end as one would, on one host or several. A lease never silently excludes nobody:
+where it could not be exclusive (a store that ignores conditional writes, a protocol without
+them) taking it raises :class:`~pacs.errors.LeaseUnsupportedError`, and a store that cannot be
+reached or refuses us raises a :class:`~pacs.errors.TierError` rather than passing for "held
+elsewhere". What other processes wrote is always read from the store itself, never from a
+listing cached by this one.
 """
 
 from __future__ import annotations
@@ -215,9 +221,14 @@ class Journal:
     @contextlib.contextmanager
     def lease(self, run: str, *, wait: float = 0.0) -> Iterator[bool]:
         """Hold a run's lease for the ``with`` block; yields False (and holds nothing) when a
-        running step of another process owns it (after waiting up to ``wait`` seconds)."""
+        running step of another process owns it (after waiting up to ``wait`` seconds).
+
+        Raises :class:`~pacs.errors.LeaseUnsupportedError` where a lease could not be exclusive
+        and :class:`~pacs.errors.TierError` when the store cannot be asked."""
         held = self._lock(run)
-        if not held.acquire(wait):
+        with store.tier_faults(self.work):  # an unreachable or forbidden store is a fault, never "held elsewhere"
+            acquired = held.acquire(wait)
+        if not acquired:
             yield False
             return
         try:
@@ -228,7 +239,8 @@ class Journal:
     def is_leased(self, run: str) -> bool:
         """Whether a running step of some process holds the run right now (a probe that leaves
         nothing behind)."""
-        return self._lock(run).held_elsewhere()
+        with store.tier_faults(self.work):
+            return self._lock(run).held_elsewhere()
 
 
 def ingest(work: Location) -> Journal:

@@ -11,7 +11,8 @@ put (object storage) and is published whole, so a reader never sees half a file;
 ``overwrite`` an existing file is never replaced; publishing with a sha256 (``write``) lets an
 object store reject a body that does not match. :func:`put` is the one atomic writer of the
 small files (journal entries, snapshot manifest, reports, alerts); :func:`writer` streams a
-large one (snapshot partitions). :func:`lock` gives a process-bound exclusive lease.
+large one (snapshot partitions). :func:`lock` gives a process-bound exclusive lease, or refuses
+where it could not be exclusive (:class:`~pacs.errors.LeaseUnsupportedError`).
 Faults of a tier itself (full, read-only, unreachable) become one-line
 :class:`~pacs.errors.TierError` through :func:`tier_faults`.
 """
@@ -27,7 +28,7 @@ from typing import Any
 
 from fsspec import AbstractFileSystem
 
-from pacs.errors import StorageError, TierError
+from pacs.errors import LeaseUnsupportedError, StorageError, TierError
 from pacs.store import local, objects
 from pacs.store.common import CHUNK, TMP_MARK, Written, hash_bytes, hash_path, sha256_b64
 from pacs.store.local import Identity, move_local, move_verified, rename_noreplace
@@ -169,10 +170,11 @@ def modified(loc: Location, path: str) -> float | None:
     return _backend(loc).modified(loc, path)
 
 
-def still_same(loc: Location, path: str, size: int, mtime_ns: int) -> bool:
-    """Whether a file is still the one seen with ``size`` and ``mtime_ns`` (a link: not newer)."""
+def still_same(loc: Location, path: str, size: int, mtime_ns: int, etag: str | None = None) -> bool:
+    """Whether a file is still the one seen with ``size`` and ``mtime_ns`` (a link: not newer); an
+    object, the one seen with ``size`` and ``etag`` (:func:`scan` reports it)."""
     path = loc.path_of_uri(path)
-    return _backend(loc).still_same(loc, path, size, mtime_ns)
+    return _backend(loc).still_same(loc, path, size, mtime_ns, etag)
 
 
 def names(loc: Location, folder: str) -> list[str]:
@@ -188,8 +190,9 @@ def iter_files(loc: Location, prefix: str | None = None) -> Iterator[tuple[str, 
 
 
 def scan(loc: Location, skip: Any) -> Iterator[dict[str, Any]]:
-    """Every file under the root as ``{"path", "size", "mtime_ns", "link"}``, names ``skip``
-    accepts left out; links are reported (``"inside"`` / ``"unsafe"``), never followed out."""
+    """Every file under the root as ``{"path", "size", "mtime_ns", "link"}`` (and an object's
+    ``"etag"``), names ``skip`` accepts left out; links are reported (``"inside"`` /
+    ``"unsafe"``), never followed out."""
     yield from _backend(loc).scan(loc, skip)
 
 
@@ -208,9 +211,23 @@ def register_filesystem(con: Any, loc: Location) -> None:
 
 def lock(loc: Location, path: str, owner: str, ttl: float) -> Any:
     """An exclusive lease on ``path`` that dies with its process: an ``flock`` on a local folder,
-    a lease object with a heartbeat on object storage. It has ``acquire(wait=0) -> bool``,
-    ``release()`` and ``held_elsewhere() -> bool``."""
-    return (local.FileLock if loc.is_local else objects.LeaseObject)(loc, path, owner, ttl)
+    a lease object with a heartbeat on S3 (conditional writes; a store that ignores them is
+    refused when the lease is first taken). It has ``acquire(wait=0) -> bool``, ``release()``
+    and ``held_elsewhere() -> bool``.
+
+    Raises
+    ------
+    LeaseUnsupportedError
+        ``loc`` is object storage of a protocol without conditional writes here (a lease there
+        would exclude nobody).
+    """
+    if loc.is_local:
+        return local.FileLock(loc, path, owner, ttl)
+    if loc.protocol not in objects.LEASE_PROTOCOLS:
+        raise LeaseUnsupportedError(
+            f"the {loc.name} location {loc.url} cannot hold exclusive leases: they need a local folder or S3 "
+            f"(conditional writes), not {loc.protocol}://; move '{loc.name}' to one of those")
+    return objects.LeaseObject(loc, path, owner, ttl)
 
 
 # --- where renames work, and tier faults --------------------------------------------------

@@ -458,7 +458,7 @@ def read_small(loc: Location, path: str, size: int, limit: int) -> tuple[bytes, 
     return read_local_identified(path)
 
 
-def still_same(loc: Location, path: str, size: int, mtime_ns: int) -> bool:
+def still_same(loc: Location, path: str, size: int, mtime_ns: int, etag: str | None = None) -> bool:
     try:
         st = os.lstat(path)
     except FileNotFoundError:

@@ -4,7 +4,10 @@ Every write is one PutObject carrying its SHA-256 checksum (the server rejects a
 not match) and, unless replacing is asked for, ``If-None-Match: *`` so an existing object is
 never overwritten; a multipart upload publishes only on completion. A :class:`LeaseObject` is a
 lease written with conditional puts, renewed by a heartbeat while held and taken over only once
-expired. Callers use :mod:`pacs.store`, which picks this backend for object locations.
+expired; a store that ignores the conditions is refused (:func:`check_conditional_writes`)
+rather than trusted. Listings and existence checks ask the store, not s3fs's listing cache:
+other processes write the journal too. Callers use :mod:`pacs.store`, which picks this backend
+for object locations.
 """
 
 from __future__ import annotations
@@ -12,19 +15,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import errno
 import hashlib
 import json
+import logging
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 from fsspec import AbstractFileSystem
 from fsspec.asyn import sync
 
-from pacs.errors import CorruptCopyError
+from pacs.errors import CorruptCopyError, LeaseUnsupportedError
 from pacs.store.common import CHUNK, TMP_MARK, Written, hash_path, sha256_b64
 from pacs.store.location import Location
+
+log = logging.getLogger(__name__)
 
 
 def write(loc: Location, path: str, data: bytes | memoryview, sha256: str, *, fsync: bool = False,
@@ -103,6 +111,7 @@ def remove_tree(loc: Location, folder: str) -> None:
 
 
 def exists(loc: Location, path: str) -> bool:
+    loc.fs.invalidate_cache(path)  # another process may have written it since a listing was cached here
     return loc.fs.exists(path)
 
 
@@ -119,9 +128,11 @@ def root_exists(loc: Location) -> bool:
 
 
 def names(loc: Location, folder: str) -> list[str]:
-    if not loc.fs.exists(folder):
+    try:  # listed afresh: a cached listing would hide what other processes wrote since
+        entries = loc.fs.ls(folder, detail=False, refresh=True)
+    except FileNotFoundError:
         return []
-    return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in loc.fs.ls(folder, detail=False))
+    return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in entries)
 
 
 def iter_files(loc: Location, root: str) -> Iterator[tuple[str, int]]:
@@ -162,12 +173,14 @@ def read_small(loc: Location, path: str, size: int, limit: int) -> None:
     return None  # objects are parsed from ranged reads and hashed while copied
 
 
-def still_same(loc: Location, path: str, size: int, mtime_ns: int) -> bool:
+def still_same(loc: Location, path: str, size: int, mtime_ns: int, etag: str | None = None) -> bool:
+    """Asked of the store, not of a listing cached since: an object sent again under the same name
+    has another ETag (and maybe another size); without the ETag seen, only the size can tell."""
     try:
-        info = loc.fs.info(path)
+        info = loc.fs.info(path, refresh=True)
     except FileNotFoundError:
         return False
-    return int(info.get("size") or 0) == size
+    return int(info.get("size") or 0) == size and (etag is None or info.get("ETag") == etag)
 
 
 def clean_temp(loc: Location, folders: set[str], tag: str) -> int:
@@ -219,13 +232,96 @@ def scan(loc: Location, skip: Any) -> Iterator[dict[str, Any]]:
         name = path.rsplit("/", 1)[-1]
         if info.get("type") != "file" or skip(name):
             continue
-        yield {"path": path, "size": int(info.get("size") or 0), "mtime_ns": _mtime_ns(info), "link": None}
+        yield {"path": path, "size": int(info.get("size") or 0), "mtime_ns": _mtime_ns(info), "link": None,
+               "etag": info.get("ETag")}
+
+
+# --- leases -------------------------------------------------------------------------------
+
+LEASE_PROTOCOLS = frozenset({"s3", "s3a"})
+"""The object-storage protocols a :class:`LeaseObject` can hold a lease on (S3's conditional PutObject)."""
+
+_NOT_AN_ETAG = '"00000000000000000000000000000000"'
+_PROBED: set[tuple[str, str]] = set()  # (filesystem, bucket) pairs proven to honour conditional writes
+
+
+def _condition_failed(exc: BaseException) -> bool:
+    """Whether an S3 error says a conditional request's condition did not hold (412: the object
+    exists, or has another ETag) or that another conditional write of the key was in flight (409).
+
+    s3fs turns only a failed ``If-None-Match`` into FileExistsError; a failed ``If-Match`` is a
+    plain OSError(EINVAL), told apart here by the server's answer it carries as its cause.
+    """
+    if isinstance(exc, FileExistsError):
+        return True
+    response = getattr(exc.__cause__, "response", None) or {}
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    code = response.get("Error", {}).get("Code")
+    return status in (409, 412) or code in ("PreconditionFailed", "ConditionalRequestConflict")
+
+
+def _put_object(fs: Any, path: str, body: bytes, **cond: str) -> str:
+    """One PutObject under ``cond``; the new object's ETag."""
+    bucket, key = path.split("/", 1)
+    out = sync(fs.loop, fs._call_s3, "put_object", Bucket=bucket, Key=key, Body=body, **cond)
+    return str(out.get("ETag", ""))
+
+
+def _refuses(fs: Any, path: str, cond: dict[str, str]) -> bool:
+    """Whether the store refuses a put to ``path`` (which exists) under a condition that does not hold."""
+    try:
+        _put_object(fs, path, b"must not be written", **cond)
+    except OSError as exc:
+        if _condition_failed(exc):
+            return True
+        if exc.errno in (errno.ENOSYS, errno.EINVAL):  # 501 / 400: the store does not implement the header
+            return False
+        raise
+    return False
+
+
+def check_conditional_writes(loc: Location) -> None:
+    """Prove, once per bucket and process, that the store refuses a write whose condition fails.
+
+    A store that ignores ``If-None-Match`` / ``If-Match`` (older S3-compatible servers) would
+    grant every taker the lease: raises :class:`~pacs.errors.LeaseUnsupportedError` instead.
+    What this cannot prove is that the store applies each condition atomically under concurrent
+    writers; AWS S3 and MinIO do, and the leases rest on it.
+    """
+    fs = loc.fs
+    seen = (str(getattr(fs, "_fs_token", id(fs))), loc.root.split("/", 1)[0])
+    if seen in _PROBED:
+        return
+    probe = loc.path(f"{TMP_MARK}lease-probe-{uuid.uuid4().hex[:12]}")
+    _put_object(fs, probe, b"probe")  # a fresh key: written unconditionally, then written again under conditions
+    try:
+        ignored = [name for name, cond in (("If-None-Match: *", {"IfNoneMatch": "*"}),
+                                           ("If-Match", {"IfMatch": _NOT_AN_ETAG}))
+                   if not _refuses(fs, probe, cond)]
+    finally:
+        with contextlib.suppress(OSError):
+            fs.rm_file(probe)
+    if ignored:
+        raise LeaseUnsupportedError(
+            f"the {loc.name} location {loc.url} cannot hold exclusive leases: its object store wrote an object "
+            f"although the write's condition ({', '.join(ignored)}) did not hold, so two runs could both own one "
+            f"batch; put '{loc.name}' on a store that honours conditional writes (AWS S3, MinIO) or on a local folder")
+    _PROBED.add(seen)
 
 
 class LeaseObject:
-    """A lease object: taken with ``If-None-Match: *``, renewed with ``If-Match`` every third of its
-    time to live, taken over (``If-Match`` on the expired lease's ETag) only once it has expired,
-    so two takers cannot both win. Not deleted on release if it was lost to a takeover."""
+    """A lease held in one object, ``{"owner", "expires"}``, on a store with conditional writes.
+
+    Taken with ``If-None-Match: *`` (of two takers, one creates it), renewed by a heartbeat
+    thread with ``If-Match`` on its own ETag every third of its time to live, taken over only
+    once expired (``If-Match`` on the expired lease's ETag: again one taker wins), and removed
+    on release with ``If-Match`` (never a successor's lease). A killed holder stops renewing:
+    its lease is free ``ttl`` seconds after the last renewal. A holder whose renewal is refused
+    (paused past its time to live and taken over) logs that it lost the lease and removes
+    nothing; its step is not stopped (no fencing token), which the steps' idempotence and the
+    catalogue's one-commit-per-batch absorb. Expiry is judged by the reader's clock against the
+    holder's, so the hosts' clocks must agree to well within ``ttl`` (NTP does).
+    """
 
     def __init__(self, loc: Location, path: str, owner: str, ttl: float) -> None:
         self.loc, self.path, self.owner, self.ttl = loc, path, owner, ttl
@@ -237,38 +333,48 @@ class LeaseObject:
         return json.dumps({"owner": self.owner, "expires": time.time() + self.ttl}).encode()
 
     def _put(self, **cond: str) -> str | None:
-        """Put the lease object under a condition; its ETag, or None when the condition failed."""
+        """Put the lease under a condition: its ETag, or None when the condition did not hold."""
+        try:
+            return _put_object(self.loc.fs, self.path, self._body(), **cond)
+        except FileNotFoundError:  # If-Match on a lease removed meanwhile
+            return None
+        except OSError as exc:
+            if _condition_failed(exc):
+                return None
+            raise
+
+    def _current(self) -> tuple[dict[str, Any], str] | None:
+        """The lease's body and ETag, from one GET; None when there is none. A body that is not a
+        lease reads as long expired, so a stray object never blocks its run for ever."""
         fs = self.loc.fs
         bucket, key = self.path.split("/", 1)
 
-        async def put() -> Any:
-            return await fs._call_s3("put_object", Bucket=bucket, Key=key, Body=self._body(), **cond)
+        async def get() -> tuple[bytes, str]:
+            resp = await fs._call_s3("get_object", Bucket=bucket, Key=key)
+            try:
+                return await resp["Body"].read(), str(resp.get("ETag", ""))
+            finally:
+                resp["Body"].close()
 
         try:
-            out = sync(fs.loop, put)
-        except (FileExistsError, PermissionError):
+            data, etag = sync(fs.loop, get)
+        except FileNotFoundError:
             return None
-        except OSError as exc:
-            if "Precondition" in str(exc) or "412" in str(exc) or "409" in str(exc):
-                return None
-            raise
-        return str(out.get("ETag", ""))
-
-    def _current(self) -> tuple[dict[str, Any], str] | None:
-        fs = self.loc.fs
         try:
-            info = fs.info(self.path, refresh=True)
-            body = json.loads(fs.cat_file(self.path))
-        except (FileNotFoundError, ValueError):
-            return None
-        return body, str(info.get("ETag", ""))
+            body = json.loads(data)
+        except ValueError:
+            body = None
+        return (body if isinstance(body, dict) else {}), etag
 
     @staticmethod
     def _alive(body: dict[str, Any]) -> bool:
-        return float(body.get("expires", 0)) >= time.time()
+        try:
+            return float(body.get("expires", 0)) >= time.time()
+        except (TypeError, ValueError):
+            return False
 
     def _try(self) -> str | None:
-        self.loc.fs.invalidate_cache()
+        self.loc.fs.invalidate_cache()  # the holder then lists what other processes wrote, not a stale cache
         etag = self._put(IfNoneMatch="*")
         if etag is None:
             current = self._current()
@@ -279,32 +385,54 @@ class LeaseObject:
         return etag
 
     def acquire(self, wait: float = 0.0) -> bool:
+        check_conditional_writes(self.loc)
         deadline = time.monotonic() + wait
         while (etag := self._try()) is None:
-            if time.monotonic() >= deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 return False
-            time.sleep(1.0)
+            time.sleep(min(1.0, left))
         self._etag = etag
+        self._stop = threading.Event()
         self._beat = threading.Thread(target=self._heartbeat, name="lease", daemon=True)
         self._beat.start()
         return True
 
     def _heartbeat(self) -> None:
-        while not self._stop.wait(self.ttl / 3):
-            etag = self._put(IfMatch=self._etag or "")
-            self._etag = etag
+        interval = self.ttl / 3
+        while not self._stop.wait(interval):
+            try:
+                etag = self._put(IfMatch=self._etag or _NOT_AN_ETAG)
+            except Exception as exc:  # noqa: BLE001 - a fault of the store: renew again soon, while the lease lives
+                log.warning("lease %s: renewal failed (%s); trying again", self.path, type(exc).__name__)
+                interval = self.ttl / 12
+                continue
             if etag is None:
-                return  # lost (expired and taken over): release must not delete the new owner's lease
+                self._etag = None  # release must not remove the new owner's lease
+                log.warning("lease %s was lost: it expired unrenewed and another run took it over", self.path)
+                return
+            self._etag, interval = etag, self.ttl / 3
 
     def release(self) -> None:
         if self._beat is None:
             return
         self._stop.set()
-        self._beat.join(timeout=5)
+        self._beat.join(timeout=30)
         self._beat = None
-        if self._etag is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self.loc.fs.rm_file(self.path)
+        etag, self._etag = self._etag, None
+        if etag is None:
+            return
+        fs = self.loc.fs
+        bucket, key = self.path.split("/", 1)
+        try:
+            sync(fs.loop, fs._call_s3, "delete_object", Bucket=bucket, Key=key, IfMatch=etag)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # not ours any more (412), or the store is unreachable: it expires unrenewed
+            if not _condition_failed(exc):
+                log.warning("lease %s could not be removed (%s); it expires in %.0fs", self.path,
+                            type(exc).__name__, self.ttl)
+        fs.invalidate_cache(self.path)
 
     def held_elsewhere(self) -> bool:
         """Only reads the lease object: a probe that leaves nothing behind."""
