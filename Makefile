@@ -13,7 +13,7 @@ export AIRFLOW__CORE__EXECUTOR ?= LocalExecutor
 export PACS_CONFIG ?= $(CURDIR)/config/pacs.yaml
 export PYTHONPATH := $(CURDIR)/plugins
 
-.PHONY: install test lint demo airflow airflow-init bench clean constraints
+.PHONY: install test lint demo airflow airflow-init bench clean constraints stack-test
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	@echo "==> installing the pinned dependencies into $(VENV) (the first time: a few minutes)"
@@ -47,7 +47,13 @@ demo: airflow-init
 
 ## make airflow — the Airflow UI on http://localhost:8080 with the project's DAGs
 airflow: airflow-init
+	@echo "==> the DAGs start paused: unpause them in the UI, or e.g. '$(BIN)/airflow dags unpause pacs_ingest' (and pacs_lifecycle, pacs_recall, pacs_fixity, pacs_capacity_report)"
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/airflow standalone
+
+## make stack-test — the production topology natively (PostgreSQL, Redis, moto S3, CeleryExecutor, two workers):
+## every DAG through the scheduler over the REST API, the end state checked; stops all it started (stack/)
+stack-test: install
+	$(BIN)/python -m stack
 
 ## make bench — every benchmark (about 40 minutes); figures, never assertions
 bench: install

@@ -4,7 +4,7 @@
 Daily at 00:00 UTC (``PACS_CAPACITY_SCHEDULE``) **and** after every update of the
 ``pacs_catalogue`` Asset (asset-or-time schedule), for the configuration in ``PACS_CONFIG``:
 
-1. **extract** (pool ``pacs_catalogue``, so it never overlaps the merge) — one short read-only
+1. **extract** (pool ``pacs_catalogue``, so it never overlaps the merge; queue ``catalogue``) — one short read-only
    scan of the catalogue into small aggregates, saved under the ``work`` location.
 2. **report** — every figure at the run's date: studies, images and bytes per day, week and month
    by modality, tier and institution; utilisation of each tier against ``capacity``; growth over
@@ -30,11 +30,12 @@ from typing import Any
 import pendulum
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag
 
-from pacs.dagkit import CATALOGUE, POOL, REPORT, default_args, task
+from pacs.dagkit import CATALOGUE, CATALOGUE_QUEUE, POOL, REPORT, default_args, task
 
 
 @dag(
     dag_id="pacs_capacity_report",
+    description="Reports volume, growth and tier utilisation with a 24-month forecast, for capacity planners.",
     schedule=AssetOrTimeSchedule(
         timetable=CronTriggerTimetable(os.environ.get("PACS_CAPACITY_SCHEDULE", "0 0 * * *"), timezone="UTC"),
         assets=[CATALOGUE],
@@ -47,7 +48,7 @@ from pacs.dagkit import CATALOGUE, POOL, REPORT, default_args, task
     default_args=default_args(retries=3, retry_delay=timedelta(seconds=30)),
 )
 def pacs_capacity_report() -> None:
-    @task(pool=POOL)
+    @task(pool=POOL, queue=CATALOGUE_QUEUE)
     def extract(logical_date: Any = None, dag_run: Any = None) -> dict[str, str]:
         from pacs.config import load_config
         from pacs.reports.capacity import extract as extract_catalogue

@@ -23,11 +23,12 @@ from typing import Any
 import pendulum
 from airflow.sdk import dag
 
-from pacs.dagkit import POOL, decision_date, default_args, task
+from pacs.dagkit import CATALOGUE_QUEUE, POOL, decision_date, default_args, task
 
 
 @dag(
     dag_id="pacs_fixity",
+    description="Verifies every copy in both tiers against the catalogue's sha256 and reconciles their listings.",
     schedule=os.environ.get("PACS_FIXITY_SCHEDULE", "0 4 * * 0"),
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
@@ -37,7 +38,7 @@ from pacs.dagkit import POOL, decision_date, default_args, task
     default_args=default_args(retries=2, retry_delay=timedelta(minutes=5)),
 )
 def pacs_fixity() -> None:
-    @task(pool=POOL)
+    @task(pool=POOL, queue=CATALOGUE_QUEUE)
     def plan(logical_date: Any = None, dag_run: Any = None, run_id: str | None = None) -> dict[str, Any]:
         from pacs.config import load_config
         from pacs.tiers.fixity import plan as make_plan
@@ -63,7 +64,7 @@ def pacs_fixity() -> None:
 
         return reconcile_tier(load_config(), planned["fixity_id"], tier)
 
-    @task(pool=POOL, trigger_rule="all_done")
+    @task(pool=POOL, queue=CATALOGUE_QUEUE, trigger_rule="all_done")
     def record(planned: dict[str, Any]) -> dict[str, Any]:
         from pacs.config import load_config
         from pacs.tiers.fixity import record_and_repair

@@ -10,7 +10,8 @@ Every 15 minutes (``PACS_INGEST_SCHEDULE``), for every landing location of the c
 2. **sweep** — list landing, take files seen unchanged for ``settle_seconds`` (by this
    sweeper's own observation, so a file with a future mtime is still taken), write batch
    manifests; batches left open by an interrupted run (whose lease died with it) are resumed
-   first; a batch another running run holds is left to it.
+   first; a batch another running run holds is left to it. When it takes nothing, the run ends
+   there: process and merge are skipped without starting.
 3. **process** (one mapped task per batch) — hash, read the DICOM header, validate, store the
    file in the online tier (or quarantine it with its reason).
 4. **merge** (pool ``pacs_catalogue``, one slot: the only catalogue writer), in three steps:
@@ -19,6 +20,9 @@ Every 15 minutes (``PACS_INGEST_SCHEDULE``), for every landing location of the c
    now that their outcome is committed; *snapshot* — the Parquet snapshot for analysts is
    refreshed. The ``pacs_catalogue`` Asset event carries the run's counts. (One task rather
    than three: each Airflow task costs a fixed overhead, and the three share the writer's slot.)
+
+``resubmit`` and ``merge`` run on the Celery queue ``catalogue`` (the catalogue's host); a run
+not finished ``PACS_INGEST_DEADLINE_MINUTES`` (60) after it was queued raises a deadline alert.
 
 Any task can be killed and re-run: the journal under the ``work`` location resumes it with
 nothing lost or duplicated. Logs and XCom carry batch ids and counts, never patient data.
@@ -33,7 +37,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, dag
 
-from pacs.dagkit import CATALOGUE, POOL, default_args, task
+from pacs.dagkit import CATALOGUE, CATALOGUE_QUEUE, POOL, default_args, queued_deadline, task
 
 
 def _resubmission_asked(params: dict[str, Any]) -> bool:
@@ -42,6 +46,7 @@ def _resubmission_asked(params: dict[str, Any]) -> bool:
 
 @dag(
     dag_id="pacs_ingest",
+    description="Takes DICOM files from landing into the online tier and the catalogue, quarantining bad ones.",
     schedule=os.environ.get("PACS_INGEST_SCHEDULE", "*/15 * * * *"),
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
@@ -50,15 +55,16 @@ def _resubmission_asked(params: dict[str, Any]) -> bool:
     tags=["pacs", "intake"],
     default_args=default_args(retries=3, retry_delay=timedelta(seconds=30)),
     params={
-        "resubmit_reasons": Param([], type="array", items={"type": "string"},
+        "resubmit_reasons": Param([], type=["null", "array"], items={"type": "string"},
                                   description="Re-submit quarantined files with these reason codes."),
-        "resubmit_ids": Param([], type="array", items={"type": "string"},
+        "resubmit_ids": Param([], type=["null", "array"], items={"type": "string"},
                               description="Re-submit these quarantine ids (<batch_id>:<row>)."),
     },
+    deadline=queued_deadline("PACS_INGEST_DEADLINE_MINUTES", default_minutes=60),
 )
 def pacs_ingest() -> None:
     @task.skip_if(lambda context: not _resubmission_asked(context["params"]))
-    @task(pool=POOL)
+    @task(pool=POOL, queue=CATALOGUE_QUEUE)
     def resubmit(params: dict[str, Any] | None = None) -> dict[str, Any]:
         from pacs.config import load_config
         from pacs.intake.quarantine import resubmit as resubmit_files
@@ -91,7 +97,7 @@ def pacs_ingest() -> None:
 
         return process_batch(load_config(), batch_id)
 
-    @task(pool=POOL, trigger_rule="all_done_min_one_success", outlets=[CATALOGUE])
+    @task(pool=POOL, queue=CATALOGUE_QUEUE, trigger_rule="all_done_min_one_success", outlets=[CATALOGUE])
     def merge(batch_ids: list[str], run_id: str | None = None, outlet_events: Any = None) -> dict[str, Any]:
         from pacs.catalogue import refresh as refresh_snapshot
         from pacs.config import load_config

@@ -5,7 +5,7 @@ Triggered by hand (or by the API) with one of: ``study_uids`` (a list), ``patien
 ``accession_number``; and ``pin_until`` (a date; default: the logical date + the policy's
 ``recall_pin_days``, 30).
 
-The task (pool ``pacs_catalogue``) checks the online tier has room — a clear failure before
+The task (pool ``pacs_catalogue``, queue ``catalogue``) checks the online tier has room — a clear failure before
 anything is copied if not — then copies every offline file back (unpacking a member of a
 packed series with one ranged read), verifies each against the catalogue's sha256, records
 the online copies and pins the studies. Lifecycle never evicts a pinned study; after the pin
@@ -22,11 +22,12 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, dag
 
-from pacs.dagkit import CATALOGUE, POOL, decision_date, default_args, task
+from pacs.dagkit import CATALOGUE, CATALOGUE_QUEUE, POOL, decision_date, default_args, task
 
 
 @dag(
     dag_id="pacs_recall",
+    description="Brings studies back from the offline tier to the online tier, verified, pinned until a date.",
     schedule=None,
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
@@ -34,7 +35,7 @@ from pacs.dagkit import CATALOGUE, POOL, decision_date, default_args, task
     tags=["pacs", "recall", "tiers"],
     default_args=default_args(retries=2, retry_delay=timedelta(minutes=1)),
     params={
-        "study_uids": Param([], type="array", items={"type": "string"}, description="StudyInstanceUIDs"),
+        "study_uids": Param([], type=["null", "array"], items={"type": "string"}, description="StudyInstanceUIDs"),
         "patient_id": Param(None, type=["null", "string"], description="All studies of this patient"),
         "accession_number": Param(None, type=["null", "string"], description="The study with this accession"),
         "pin_until": Param(None, type=["null", "string"], format="date",
@@ -42,7 +43,7 @@ from pacs.dagkit import CATALOGUE, POOL, decision_date, default_args, task
     },
 )
 def pacs_recall() -> None:
-    @task(pool=POOL, outlets=[CATALOGUE])
+    @task(pool=POOL, queue=CATALOGUE_QUEUE, outlets=[CATALOGUE])
     def recall(params: dict[str, Any] | None = None, logical_date: Any = None, dag_run: Any = None,
                run_id: str | None = None, outlet_events: Any = None) -> dict[str, Any]:
         from pacs.config import load_config

@@ -12,7 +12,7 @@ CREATE TABLE IF NOT EXISTS lifecycle_run (
     images        BIGINT NOT NULL,
     bytes         BIGINT NOT NULL,
     online_bytes_before BIGINT NOT NULL,
-    state         VARCHAR NOT NULL,        -- planned | done | partial
+    state         VARCHAR NOT NULL,        -- planned | done | partial | rejected
     planned_at    TIMESTAMPTZ NOT NULL,
     finished_at   TIMESTAMPTZ,
     studies_moved INTEGER,
@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS lifecycle_plan (
     images             BIGINT NOT NULL,    -- online images to move
     bytes              BIGINT NOT NULL,
     batch_no           INTEGER NOT NULL,
-    state              VARCHAR NOT NULL,   -- planned | moved | failed
+    state              VARCHAR NOT NULL,   -- planned | moved | failed | rejected
     PRIMARY KEY (plan_id, study_instance_uid)
 );
 

@@ -8,8 +8,9 @@ Shared
   - ``config``               the YAML configuration, every section validated at load
   - ``sizes``                sizes as people write them ("20 TB", "500 GiB")
   - ``errors``               every error: one root, terminal (fail at once) or transient (retry)
-  - ``dagkit``               what DAG files import at parse time: pool, assets, default args, task, date
-  - ``alerts``               failure alerts of the DAGs (log, JSON record, optional webhook)
+  - ``dagkit``               what DAG files import at parse time: pool, queue, assets, default args, task,
+                             date, deadline alerts, the plan approval
+  - ``alerts``               failure and deadline alerts of the DAGs (log, JSON record, optional webhook)
   - ``demo``                 ``make demo``: a synthetic hospital through ``pacs_ingest``
 
 Store: where bytes live

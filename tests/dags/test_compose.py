@@ -3,8 +3,9 @@
 No Docker is needed: the compose file is parsed with ``yaml.safe_load`` (which resolves the
 ``x-airflow-common`` anchors and ``<<`` merges as Compose does) and checked for what users rely
 on — the services, the shared Airflow environment, the mounts that make every worker see the
-same archive and the same single DuckDB catalogue, the catalogue's one-slot pool, the offline
-bucket, and that no secret is written in the file.
+same archive, the queue routing (exactly the catalogue worker consumes queue ``catalogue`` and
+mounts the single DuckDB catalogue; every task of the catalogue's one-slot pool is on that
+queue), the buckets, and that no secret is written in the file.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+from pacs import dagkit
 from pacs.config import Config, load_config
 from pacs.dagkit import POOL
 
@@ -32,12 +34,16 @@ CI_RUN = ROOT / ".ci" / "run"
 
 REQUIRED_SERVICES = {
     "postgres", "redis", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-    "airflow-worker", "airflow-triggerer", "airflow-init", "minio", "minio-init",
+    "airflow-worker", "airflow-worker-catalogue", "airflow-triggerer", "airflow-init", "minio", "minio-init",
 }
 AIRFLOW_SERVICES = (
     "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-worker",
-    "airflow-triggerer", "airflow-init",
+    "airflow-worker-catalogue", "airflow-triggerer", "airflow-init",
 )
+CATALOGUE_WORKER = "airflow-worker-catalogue"
+# The services that mount the catalogue volume: the worker of queue catalogue, the init job that
+# prepares it, and the debug CLI (pacs summary / query / check).
+CATALOGUE_MOUNTERS = {CATALOGUE_WORKER, "airflow-init", "airflow-cli"}
 # Project folders bind-mounted into every Airflow container (host path relative to the repo).
 SOURCE_MOUNTS = {
     "/opt/airflow/dags": "dags",
@@ -45,14 +51,16 @@ SOURCE_MOUNTS = {
     "/opt/airflow/include": "include",
     "/opt/airflow/config": "config",
 }
-# The archive's named volumes and where every Airflow container sees them.
-DATA_VOLUMES = {
+# The archive's named volumes that every Airflow container mounts, and where.
+SHARED_VOLUMES = {
     "/data/landing": "pacs-landing",
     "/data/online": "pacs-online",
-    "/data/catalogue": "pacs-catalogue",
     "/data/reports": "pacs-reports",
     "/data/quarantine": "pacs-quarantine",
 }
+# The catalogue's volume (DuckDB file and Parquet snapshot): only CATALOGUE_MOUNTERS mount it.
+CATALOGUE_VOLUME = ("/data/catalogue", "pacs-catalogue")
+DATA_VOLUMES = {**SHARED_VOLUMES, CATALOGUE_VOLUME[0]: CATALOGUE_VOLUME[1]}
 OFFLINE_CONN_ENV = "AIRFLOW_CONN_AWS_PACS_OFFLINE"
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?message}, ${NAME?message}
 REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
@@ -108,6 +116,19 @@ def depends_on(service: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def command_text(service: dict[str, Any]) -> str:
     cmd = service.get("command") or ""
     return "\n".join(cmd) if isinstance(cmd, list) else str(cmd)
+
+
+def celery_queues(service: dict[str, Any]) -> set[str] | None:
+    """The queues a ``celery worker`` service consumes (``-q``/``--queues``), None if it is no worker."""
+    words = command_text(service).split()
+    if words[:2] != ["celery", "worker"]:
+        return None
+    for i, word in enumerate(words):
+        if word in ("-q", "--queues") and i + 1 < len(words):
+            return set(words[i + 1].split(","))
+        if word.startswith("--queues="):
+            return set(word.split("=", 1)[1].split(","))
+    return {"default"}  # Airflow's [operators] default_queue
 
 
 def is_named_volume(source: str) -> bool:
@@ -175,7 +196,9 @@ def test_airflow_service_shares_the_common_environment(
     assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
     assert re.fullmatch(r"postgresql(\+psycopg2)?://[^@]+@postgres(:5432)?/airflow",
                         env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
-    assert re.fullmatch(r"db\+postgresql://[^@]+@postgres(:5432)?/airflow", env["AIRFLOW__CELERY__RESULT_BACKEND"])
+    # the driver named: SQLAlchemy 2.1's default for postgresql:// is psycopg 3, not in requirements.txt
+    assert re.fullmatch(r"db\+postgresql\+psycopg2://[^@]+@postgres(:5432)?/airflow",
+                        env["AIRFLOW__CELERY__RESULT_BACKEND"])
     assert re.fullmatch(r"redis://[^@]*@redis:6379/\d+", env["AIRFLOW__CELERY__BROKER_URL"])
     assert env["AIRFLOW__CORE__LOAD_EXAMPLES"].lower() == "false"
     assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
@@ -214,8 +237,13 @@ def test_airflow_service_mounts_code_config_and_archive(services: dict[str, Any]
     for target, folder in SOURCE_MOUNTS.items():
         assert target in m, f"{name} does not mount {target}"
         assert (ROOT / m[target]).resolve() == ROOT / folder, f"{name}: {target} is not ./{folder}"
-    for target, volume in DATA_VOLUMES.items():
+    for target, volume in SHARED_VOLUMES.items():
         assert m.get(target) == volume, f"{name} must mount the named volume {volume} at {target}"
+    target, volume = CATALOGUE_VOLUME
+    if name in CATALOGUE_MOUNTERS:
+        assert m.get(target) == volume, f"{name} must mount the catalogue volume {volume} at {target}"
+    else:
+        assert volume not in m.values() and target not in m, f"{name} must not mount the catalogue"
 
 
 def test_pacs_config_inside_containers_is_config_pacs_docker_yaml(services: dict[str, Any]) -> None:
@@ -234,15 +262,18 @@ def test_docker_config_keeps_the_archive_on_the_shared_volumes(docker_config: Co
     assert cfg.online.url == "/data/online"
     assert cfg.quarantine.url == "/data/quarantine"
     assert cfg.reports.url == "/data/reports"
-    assert cfg.work.url == "/data/catalogue/work"
     assert cfg.parquet.url == "/data/catalogue/parquet"
     assert str(cfg.duckdb) == "/data/catalogue/pacs.duckdb"
-    # Everything local lives on a named volume that every container mounts; in particular the
-    # DuckDB file, its work journal and the snapshot share the one catalogue volume.
-    for loc in (*cfg.landing, cfg.online, cfg.quarantine, cfg.reports, cfg.work, cfg.parquet):
-        assert loc.is_local and data_volume_of(loc.url), f"{loc.name} ({loc.url}) is not on an archive volume"
-    assert {data_volume_of(p) for p in (str(cfg.duckdb), cfg.work.url, cfg.parquet.url)} == {"pacs-catalogue"}
-    assert cfg.offline.protocol == "s3" and cfg.offline.conn_id == "aws_pacs_offline"
+    # What every worker writes lives on a volume that every container mounts; the DuckDB file and
+    # its snapshot on the catalogue volume (the catalogue worker's only); the work journal, which
+    # both kinds of worker use, on MinIO with the offline tier.
+    for loc in (*cfg.landing, cfg.online, cfg.quarantine, cfg.reports):
+        assert loc.is_local and data_volume_of(loc.url) in SHARED_VOLUMES.values(), \
+            f"{loc.name} ({loc.url}) is not on a volume every worker mounts"
+    assert {data_volume_of(p) for p in (str(cfg.duckdb), cfg.parquet.url)} == {CATALOGUE_VOLUME[1]}
+    for loc in (cfg.offline, cfg.work):
+        assert loc.protocol == "s3" and loc.conn_id == "aws_pacs_offline", f"{loc.name} is not on MinIO"
+    assert cfg.capacity.online_bytes and cfg.capacity.offline_bytes, "the capacity report needs the tier sizes"
     assert cfg.settle_seconds == 60
     assert cfg.policy is not None  # policy: lifecycle.yaml beside it, i.e. in the config mount
 
@@ -262,7 +293,8 @@ def test_apiserver_publishes_8080(services: dict[str, Any]) -> None:
 def test_airflow_commands(services: dict[str, Any]) -> None:
     assert services["airflow-scheduler"]["command"] == "scheduler"
     assert services["airflow-dag-processor"]["command"] == "dag-processor"
-    assert services["airflow-worker"]["command"] == "celery worker"
+    assert services["airflow-worker"]["command"] == "celery worker -q default"
+    assert services[CATALOGUE_WORKER]["command"] == f"celery worker -q default,{dagkit.CATALOGUE_QUEUE}"
     assert services["airflow-triggerer"]["command"] == "triggerer"
 
 
@@ -290,13 +322,41 @@ def test_worker_is_scalable(services: dict[str, Any]) -> None:
     assert environment(worker).get("DUMB_INIT_SETSID") == "0"
 
 
-def test_minio_init_creates_the_offline_bucket(services: dict[str, Any], docker_config: Config) -> None:
+def test_exactly_the_catalogue_worker_consumes_queue_catalogue(services: dict[str, Any]) -> None:
+    queues = {name: q for name, svc in services.items() if (q := celery_queues(svc)) is not None}
+    assert set(queues) == {"airflow-worker", CATALOGUE_WORKER}, f"celery workers: {sorted(queues)}"
+    consumers = {name for name, q in queues.items() if dagkit.CATALOGUE_QUEUE in q}
+    assert consumers == {CATALOGUE_WORKER}, f"queue {dagkit.CATALOGUE_QUEUE} is consumed by {sorted(consumers)}"
+    assert all("default" in q for q in queues.values()), "every worker also takes the default queue"
+    catalogue_worker = services[CATALOGUE_WORKER]
+    assert "replicas" not in (catalogue_worker.get("deploy") or {}), "one catalogue worker: it is not scaled"
+    assert depends_on(catalogue_worker) == depends_on(services["airflow-worker"])
+    assert catalogue_worker["healthcheck"] == services["airflow-worker"]["healthcheck"]
+    assert environment(catalogue_worker).get("DUMB_INIT_SETSID") == "0"
+
+
+def test_catalogue_pool_tasks_are_on_queue_catalogue() -> None:
+    """Every task of the catalogue's pool goes to the queue only the catalogue worker consumes."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    dagbag = DagBag(dag_folder=str(ROOT / "dags"))
+    assert not dagbag.import_errors, dagbag.import_errors
+    in_pool = [(d.dag_id, t) for d in dagbag.dags.values() for t in d.tasks if t.pool == POOL]
+    assert in_pool, "no task in the catalogue pool"
+    elsewhere = [f"{dag_id}.{t.task_id} (queue {t.queue})" for dag_id, t in in_pool
+                 if t.queue != dagkit.CATALOGUE_QUEUE]
+    assert not elsewhere, f"catalogue tasks not on queue {dagkit.CATALOGUE_QUEUE}: {elsewhere}"
+    others = {t.queue for d in dagbag.dags.values() for t in d.tasks if t.pool != POOL}
+    assert dagkit.CATALOGUE_QUEUE not in others, "a task outside the catalogue pool is on queue catalogue"
+
+
+def test_minio_init_creates_the_offline_and_work_buckets(services: dict[str, Any], docker_config: Config) -> None:
     assert docker_config.offline.url.startswith("s3://")
-    bucket = docker_config.offline.root.split("/", 1)[0]
-    assert bucket == "pacs-offline"
+    buckets = {loc.root.split("/", 1)[0] for loc in docker_config.all_roots() if loc.protocol == "s3"}
+    assert buckets == {"pacs-offline", "pacs-work"}
     text = command_text(services["minio-init"])
     made = re.findall(r"\bmc mb\b(?:\s+--\S+)*\s+[\w.-]+/([\w.-]+)", text)
-    assert bucket in made, f"minio-init makes {made}, not the offline bucket {bucket}"
+    assert buckets <= set(made), f"minio-init makes {made}, not every bucket of the configuration {sorted(buckets)}"
     alias = re.search(r"mc alias set\s+([\w-]+)\s+(\S+)", text)
     assert alias and alias.group(2) == "http://minio:9000"
     assert depends_on(services["minio-init"])["minio"]["condition"] == "service_healthy"
@@ -391,6 +451,12 @@ def test_ci_run_is_an_executable_bash_script_running_make_test() -> None:
     code = [line.split("#", 1)[0] for line in text.splitlines()[1:]]
     assert any(re.fullmatch(r"\s*set -euo pipefail\s*", line) for line in code)
     assert any(re.search(r"(^|\s)make test(\s|$)", line) for line in code), ".ci/run does not run `make test`"
+    # then the production topology natively: make stack-test (its own PostgreSQL and Redis)
+    stack = [i for i, line in enumerate(code) if re.search(r"(^|\s)make stack-test(\s|$)", line)]
+    tests = [i for i, line in enumerate(code) if re.search(r"(^|\s)make test(\s|$)", line)]
+    assert stack and min(stack) > min(tests), ".ci/run does not run `make stack-test` after `make test`"
+    assert "postgresql" in text and "redis-server" in text, ".ci/run does not install make stack-test's packages"
+    assert re.search(r"^stack-test: install$", (ROOT / "Makefile").read_text(), re.M)
     # chromium is installed only when missing, and with --no-install-recommends
     assert "/usr/bin/chromium" in text and "--no-install-recommends" in text
     assert "apt-get update" in text

@@ -44,7 +44,7 @@ def test_catalogue_writers_use_the_single_slot_pool(dagbag) -> None:
     """Only tasks in the pacs_catalogue pool may write DuckDB (one slot: one writer at a time)."""
     writers = {
         "pacs_ingest": {"resubmit", "merge"},
-        "pacs_lifecycle": {"plan", "switch"},
+        "pacs_lifecycle": {"plan", "switch", "discard"},  # discard: records a plan its approver rejected
         "pacs_recall": {"recall"},
         "pacs_fixity": {"plan", "record"},
     }

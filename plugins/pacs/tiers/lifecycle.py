@@ -13,6 +13,9 @@
    when *every* planned image has a verified offline copy; only then are online copies deleted
    (never a pinned study's), and the catalogue forgets them.
 
+With the policy's ``approve_plan``, ``pacs_lifecycle`` waits after the plan for a person's
+answer; :func:`reject_plan` (catalogue writer) records a rejection, and nothing of the plan moves.
+
 Killed anywhere and re-run, the next plan picks up what is left: copies already verified are
 not redone, switched images are purged, nothing is deleted without a verified offline copy.
 Recall (:mod:`pacs.tiers.recall`) brings studies back online and pins them.
@@ -277,6 +280,27 @@ def switch_and_purge(cfg: Config, plan_id: str | None, *, logical_date: dt.date,
                "snapshot_files_written": snapshot["written"]}
     log.info("lifecycle switch: %s", summary)
     return summary
+
+
+def reject_plan(cfg: Config, plan_id: str, *, now: dt.datetime | None = None) -> dict[str, Any]:
+    """Record that the plan's approver rejected it (catalogue writer): nothing of it moves.
+
+    Its studies leave the plan and get back the tier state their copies give them (a study the
+    plan marked ``migrating`` is ``online`` again); the run is recorded as ``rejected``. Nothing
+    was copied (migrate runs only after an approval), so nothing is deleted. Run twice, the
+    second run finds nothing left to reject.
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    params = {"plan_id": plan_id, "now": now}
+    with catalogue.opened(cfg.duckdb) as con:
+        with catalogue.transaction(con):
+            studies = con.execute("SELECT count(*) FROM lifecycle_plan WHERE plan_id = $p AND state = 'planned'",
+                                  {"p": plan_id}).fetchall()[0][0]
+            catalogue.run_all(con, ("lifecycle_reject", "lifecycle_study_state"), params)
+        snapshot = catalogue.refresh_snapshot(con, cfg.parquet)
+    log.info("lifecycle plan %s rejected: %d studies stay as they are", plan_id, studies)
+    return {"plan_id": plan_id, "rejected": True, "studies_released": int(studies),
+            "snapshot_files_written": snapshot["written"]}
 
 
 def run_lifecycle(cfg: Config, *, logical_date: dt.date, run_id: str = "manual", dry_run: bool = False,

@@ -20,6 +20,7 @@ verify: checksum                 # checksum (S3 SHA-256) or readback
 migrate_batch_studies: 50        # studies per parallel migrate task
 recall_pin_days: 30
 fixity_offline_weeks: 4          # every offline object re-hashed within this many weeks
+approve_plan: false              # true: pacs_lifecycle waits for a person to approve each plan
 ```
 """
 
@@ -53,6 +54,7 @@ class Policy:
     migrate_batch_studies: int = 50
     recall_pin_days: int = 30
     fixity_offline_weeks: int = 4
+    approve_plan: bool = False
 
     def retention_years(self, modalities: list[str] | tuple[str, ...] | None) -> float:
         """Years online for a study with these modalities: the longest rule that applies."""
@@ -87,12 +89,13 @@ class Policy:
             "migrate_batch_studies": self.migrate_batch_studies,
             "recall_pin_days": self.recall_pin_days,
             "fixity_offline_weeks": self.fixity_offline_weeks,
+            "approve_plan": self.approve_plan,
         }
 
 
 _KEYS = {"online_retention_years", "age_basis", "modality_overrides", "hold", "watermarks", "offline_copy",
          "packing", "verify",
-         "migrate_batch_studies", "recall_pin_days", "fixity_offline_weeks"}
+         "migrate_batch_studies", "recall_pin_days", "fixity_offline_weeks", "approve_plan"}
 
 
 def _number(value: Any, key: str, *, minimum: float = 0.0) -> float:
@@ -172,10 +175,11 @@ def parse_policy(raw: Any, *, online_capacity: int | None = None) -> Policy:
     _choice(raw, "age_basis", ("study_date", "received_at"), kw)
     _choice(raw, "offline_copy", ("immediate", "on_eviction"), kw)
     _choice(raw, "verify", ("checksum", "readback"), kw)
-    if "packing" in raw:
-        if not isinstance(raw["packing"], bool):
-            raise PolicyError(f"policy.packing: expected true or false, got {raw['packing']!r}")
-        kw["packing"] = raw["packing"]
+    for key in ("packing", "approve_plan"):
+        if key in raw:
+            if not isinstance(raw[key], bool):
+                raise PolicyError(f"policy.{key}: expected true or false, got {raw[key]!r}")
+            kw[key] = raw[key]
     for key in ("migrate_batch_studies", "recall_pin_days", "fixity_offline_weeks"):
         if key in raw:
             kw[key] = _int(raw[key], key)
