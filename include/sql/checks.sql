@@ -49,3 +49,28 @@ WHERE (tier = 'online' AND (online_uri IS NULL OR uri <> online_uri))
 -- name: images_missing_from_image_sop
 SELECT count(*) FROM image i
 ANTI JOIN image_sop k ON k.sop_hash = (md5_number(i.sop_instance_uid) >> 64)::UBIGINT;
+
+-- Identity corrections (include/sql/schema_admin.sql): a merged patient holds no study, and is
+-- merged into a patient that exists and is not merged itself (one hop).
+-- name: studies_under_merged_patient
+SELECT count(*) FROM study st JOIN patient p USING (patient_id) WHERE p.merged_into IS NOT NULL;
+
+-- name: patients_merged_into_no_patient
+SELECT count(*) FROM patient p
+LEFT JOIN patient t ON t.patient_id = p.merged_into
+WHERE p.merged_into IS NOT NULL AND (t.patient_id IS NULL OR t.merged_into IS NOT NULL OR p.merged_into = p.patient_id);
+
+-- Every correction names a study and patients the catalogue holds, and a study's correction left
+-- the study under the patient a correction moved it to.
+-- name: corrections_without_study
+SELECT count(*) FROM correction c
+WHERE c.study_instance_uid IS NOT NULL AND c.study_instance_uid NOT IN (SELECT study_instance_uid FROM study);
+
+-- name: corrections_without_patient
+SELECT count(*) FROM correction c
+WHERE c.from_patient_id NOT IN (SELECT patient_id FROM patient) OR c.to_patient_id NOT IN (SELECT patient_id FROM patient);
+
+-- name: corrected_study_without_header_patient
+SELECT count(*) FROM study st
+WHERE st.header_patient_id IS NULL
+  AND st.study_instance_uid IN (SELECT study_instance_uid FROM correction WHERE study_instance_uid IS NOT NULL);

@@ -62,6 +62,15 @@ ON CONFLICT (study_instance_uid) DO UPDATE SET
     patient_age = coalesce(patient_age, excluded.patient_age),
     updated_at = excluded.updated_at;
 
+-- A new study filed under the patient its header's patient was merged into (merge_decide.sql)
+-- keeps the header's patient, as a corrected study does; a few rows, joined on this merge's keys.
+UPDATE study SET header_patient_id = h.header_patient_id, updated_at = now()
+FROM (SELECT n.study_instance_uid, arg_min(e.header_patient_id, n.received_at) AS header_patient_id
+      FROM merge_effective_patient e JOIN new_images n USING (_i)
+      SEMI JOIN merge_new_studies m ON m.study_instance_uid = n.study_instance_uid
+      GROUP BY n.study_instance_uid) h
+WHERE study.study_instance_uid = h.study_instance_uid AND study.header_patient_id IS NULL;
+
 INSERT INTO series (series_instance_uid, study_instance_uid, modality, series_number, series_description,
                     series_date, body_part_examined, manufacturer, manufacturer_model_name, station_name,
                     created_at, updated_at)

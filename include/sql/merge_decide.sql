@@ -17,6 +17,10 @@
 -- the series' study is the one its first acceptable file names, as if the files came one at a
 -- time. (A later copy of a SOP instance that also names another study of the series is reported
 -- as series_conflict rather than sop_conflict; it is quarantined either way.)
+-- Identity corrections (include/sql/schema_admin.sql) come first: a file is decided under its
+-- effective patient. It names a study the catalogue holds and that study's header patient (a
+-- study moved after its modality named the wrong patient): the study's patient now; else it names
+-- a merged patient: the patient that one was merged into; else the patient it names.
 -- Catalogued images this merge touches (sop_instance_uid, sha256, online_uri), in three steps
 -- so that the cost follows the merge, not the catalogue: the SOP instances named by the staged
 -- rows are looked up in image_sop (16 bytes per image, include/sql/schema.sql), then the few
@@ -41,11 +45,30 @@ SELECT i.sop_instance_uid, i.sha256, i.online_uri FROM image i
 SEMI JOIN (SELECT sop_instance_uid FROM merge_sop_candidates ANTI JOIN merge_known_image USING (sop_instance_uid))
     USING (sop_instance_uid);
 
+-- The catalogued studies the staged rows name (one read of study, as before corrections), and
+-- the rows whose effective patient is not the one they name: joined on the staged keys only, so
+-- both cost what the merge names (merged patients are rare: merged_into is nearly all NULL).
+CREATE OR REPLACE TEMP TABLE merge_known_study AS
+SELECT st.study_instance_uid, st.patient_id, st.header_patient_id FROM study st
+SEMI JOIN staged s USING (study_instance_uid);
+
+CREATE OR REPLACE TEMP TABLE merge_effective_patient AS
+SELECT s._i, coalesce(mv.patient_id, mg.merged_into) AS patient_id, s.patient_id AS header_patient_id
+FROM staged s
+LEFT JOIN merge_known_study mv
+    ON mv.study_instance_uid = s.study_instance_uid AND mv.header_patient_id = s.patient_id
+LEFT JOIN (SELECT p.patient_id, p.merged_into FROM patient p SEMI JOIN staged s USING (patient_id)
+           WHERE p.merged_into IS NOT NULL) mg
+    ON mg.patient_id = s.patient_id
+WHERE s.status = 'ok' AND coalesce(mv.patient_id, mg.merged_into) IS NOT NULL
+  AND coalesce(mv.patient_id, mg.merged_into) <> s.patient_id;
+
 CREATE OR REPLACE TEMP TABLE decided AS
 WITH ok AS NOT MATERIALIZED (
     SELECT s._i, s.batch_id, s.row_no, s.source_uri, s.received_at, s.sha256, s.in_place, s.dst_uri,
-           s.sop_instance_uid, s.study_instance_uid, s.series_instance_uid, s.patient_id
-    FROM staged s WHERE s.status = 'ok'
+           s.sop_instance_uid, s.study_instance_uid, s.series_instance_uid,
+           coalesce(e.patient_id, s.patient_id) AS patient_id
+    FROM staged s LEFT JOIN merge_effective_patient e USING (_i) WHERE s.status = 'ok'
 ),
 -- Only SOP instances / studies / series that occur more than once in this merge need ordering.
 multi_sop AS (
@@ -64,7 +87,7 @@ study_owner AS (
     GROUP BY o.study_instance_uid
 ),
 known_study AS (
-    SELECT st.study_instance_uid, st.patient_id FROM study st SEMI JOIN ok USING (study_instance_uid)
+    SELECT study_instance_uid, patient_id FROM merge_known_study
 ),
 known_series AS (
     SELECT se.series_instance_uid, se.study_instance_uid FROM series se SEMI JOIN ok USING (series_instance_uid)

@@ -4,6 +4,8 @@ DROP TABLE IF EXISTS temp.decided;
 DROP TABLE IF EXISTS temp.merge_staged_sop;
 DROP TABLE IF EXISTS temp.merge_sop_candidates;
 DROP TABLE IF EXISTS temp.merge_known_image;
+DROP TABLE IF EXISTS temp.merge_known_study;
+DROP TABLE IF EXISTS temp.merge_effective_patient;
 DROP TABLE IF EXISTS temp.merge_series_delta;
 DROP TABLE IF EXISTS temp.merge_new_studies;
 DROP TABLE IF EXISTS temp.touched_studies;

@@ -51,6 +51,10 @@ Intake (``pacs_ingest``)
   - ``intake.staged``        the staged row and its status
   - ``intake.verdict``       what intake would do with one file (``pacs header``), read-only
 
+Administration (``pacs_admin``)
+  - ``admin``                identity corrections' public names
+  - ``admin.corrections``    patient merge and study move, recorded as ``correction`` rows
+
 Tiers (``pacs_lifecycle``, ``pacs_recall``, ``pacs_fixity``)
   - ``tiers``                the online and offline tiers
   - ``tiers.policy``         the lifecycle policy
@@ -88,6 +92,7 @@ Command line (argument parsing only)
   - ``cli.report``           ``pacs report``
   - ``cli.synth``            ``pacs synth``
   - ``cli.tiers``            ``pacs lifecycle``, ``pacs recall``, ``pacs fixity``
+  - ``cli.admin``            ``pacs patient merge``, ``pacs study move``
 
 Synthetic data (demo, tests, benchmarks)
   - ``synth``                the generators' public names

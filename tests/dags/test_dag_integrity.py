@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-EXPECTED = {"pacs_ingest", "pacs_lifecycle", "pacs_recall", "pacs_fixity", "pacs_capacity_report"}
+EXPECTED = {"pacs_ingest", "pacs_lifecycle", "pacs_recall", "pacs_fixity", "pacs_capacity_report", "pacs_admin"}
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +47,7 @@ def test_catalogue_writers_use_the_single_slot_pool(dagbag) -> None:
         "pacs_lifecycle": {"plan", "switch", "discard"},  # discard: records a plan its approver rejected
         "pacs_recall": {"recall"},
         "pacs_fixity": {"plan", "record"},
+        "pacs_admin": {"correct"},
     }
     for dag_id, tasks in writers.items():
         pools = {t.task_id: t.pool for t in dagbag.dags[dag_id].tasks}

@@ -132,6 +132,11 @@ class Approver(threading.Thread):
                     at = dt.datetime.fromisoformat(ti["logical_date"]) if ti.get("logical_date") else None
                     if at != self.day or d["response_received"]:
                         continue
+                    # Answer only a task that waits: on SQLite Airflow's row locks do nothing, so
+                    # an answer recorded before the task is ``awaiting_input`` is lost and the
+                    # task waits forever.
+                    if ti.get("state") != "awaiting_input":
+                        continue
                     self.asked.append(d)
                     run = urllib.parse.quote(ti["dag_run_id"], safe="")
                     self.api.call("PATCH", f"/dags/pacs_lifecycle/dagRuns/{run}/taskInstances/{ti['task_id']}/"
@@ -140,6 +145,28 @@ class Approver(threading.Thread):
             except Exception as exc:  # noqa: BLE001 - kept for the test to report
                 self.errors.append(f"{type(exc).__name__}: {exc}")
             self.done.wait(0.5)
+
+
+RUN_TIMEOUT = 300.0  # seconds: a run still waiting then is failed, so the test fails instead of hanging
+
+
+def _fail_waiting(day: dt.datetime, approver: Approver) -> None:
+    """Fail the run's tasks that still wait, so ``dag.test()`` returns and the test reports it."""
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from airflow.utils.state import TaskInstanceState
+
+    waiting = (TaskInstanceState.AWAITING_INPUT, TaskInstanceState.DEFERRED)
+    with create_session() as session:
+        tis = (session.query(TaskInstance).join(DagRun, (DagRun.dag_id == TaskInstance.dag_id)
+                                                & (DagRun.run_id == TaskInstance.run_id))
+               .filter(TaskInstance.dag_id == "pacs_lifecycle", DagRun.logical_date == day,
+                       TaskInstance.state.in_(waiting)).all())
+        for ti in tis:
+            ti.state = TaskInstanceState.FAILED
+    approver.errors.append(f"the run was still waiting after {RUN_TIMEOUT:.0f} s: "
+                           f"{sorted(t.task_id for t in tis)} failed by the test")
 
 
 def _dag() -> Any:
@@ -158,9 +185,13 @@ def _run(api: Api, day: dt.datetime, answer: str | None, conf: dict[str, Any] | 
 
     approver = Approver(api, day, answer)
     approver.start()
+    watchdog = threading.Timer(RUN_TIMEOUT, _fail_waiting, (day, approver))
+    watchdog.daemon = True
+    watchdog.start()
     try:
         dr = _dag().test(logical_date=day, run_conf=conf)
     finally:
+        watchdog.cancel()
         approver.done.set()
         approver.join(10)
     with create_session() as session:

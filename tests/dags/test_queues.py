@@ -24,6 +24,7 @@ CATALOGUE_TASKS = {
     "pacs_recall": {"recall"},
     "pacs_fixity": {"plan", "record"},
     "pacs_capacity_report": {"extract"},
+    "pacs_admin": {"correct"},
 }
 
 

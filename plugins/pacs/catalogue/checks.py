@@ -10,8 +10,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import duckdb
+
 from pacs.catalogue import sql
-from pacs.catalogue.db import opened
+from pacs.catalogue.db import ensure_schema, opened
 
 
 def summary(cfg: Any) -> dict[str, Any]:
@@ -89,12 +91,32 @@ def print_summary(info: dict[str, Any]) -> None:
           "SELECT study_year, count(*) AS studies FROM study GROUP BY ALL ORDER BY 1;")
 
 
+def _schema_is_current(con: Any) -> bool:
+    """Whether the catalogue has every table and column the package's schema files define."""
+    have = {(t, c) for t, c in con.execute("SELECT table_name, column_name FROM duckdb_columns()").fetchall()}
+    probe = duckdb.connect()  # the current schema, in memory
+    try:
+        ensure_schema(probe)
+        want = {(t, c) for t, c in probe.execute("SELECT table_name, column_name FROM duckdb_columns()").fetchall()}
+    finally:
+        probe.close()
+    return want <= have
+
+
 def check(cfg: Any) -> list[str]:
     """Invariant checks of the catalogue; returns the problems found (empty when consistent)."""
     problems: list[str] = []
     with opened(cfg.duckdb, read_only=True) as con:
         for name, query in sql.named_queries("checks").items():
-            n = con.execute(query).fetchall()[0][0]
+            try:
+                n = con.execute(query).fetchall()[0][0]
+            except (duckdb.CatalogException, duckdb.BinderException):
+                # a catalogue no writer has opened since the package added a table or column
+                # (e.g. `correction`): nothing of what is missing can be violated yet. A check
+                # failing on a catalogue of the current schema is a bug, and raises.
+                if _schema_is_current(con):
+                    raise
+                continue
             if n:
                 problems.append(f"{name}: {n}")
     return problems

@@ -151,6 +151,19 @@ def _result(con: duckdb.DuckDBPyConnection) -> MergeResult:
     return result
 
 
+def _effective_patients(con: duckdb.DuckDBPyConnection, new_images: pa.Table) -> pa.Table:
+    """``new_images`` with each file's effective patient (merge_decide.sql, an identity
+    correction): the header's PatientID stays in the file and in ``study.header_patient_id``.
+    Usually no row is corrected, and the table is returned as it is."""
+    corrected = con.sql("SELECT _i, patient_id FROM merge_effective_patient").to_arrow_table()
+    if not corrected.num_rows or not new_images.num_rows:
+        return new_images
+    at = pc.index_in(new_images.column("_i"), value_set=corrected.column("_i"))
+    effective = pc.if_else(pc.is_valid(at), pc.take(corrected.column("patient_id"), at),
+                           new_images.column("patient_id"))
+    return new_images.set_column(new_images.schema.get_field_index("patient_id"), "patient_id", effective)
+
+
 def apply(con: duckdb.DuckDBPyConnection, decisions: Decisions, *, run_id: str, now: dt.datetime
           ) -> tuple[pa.Table, MergeResult]:
     """Upsert the decided group; returns every file's outcome and the counts (before COMMIT)."""
@@ -172,7 +185,7 @@ def apply(con: duckdb.DuckDBPyConnection, decisions: Decisions, *, run_id: str, 
     catalogued = pc.equal(decision.column("outcome"), Outcome.CATALOGUED.value)
     # usually every file is new: then the staged table itself is the input (no copy)
     new_images = staged if pc.all(catalogued).as_py() else staged.filter(catalogued)
-    con.register("new_images", new_images)
+    con.register("new_images", _effective_patients(con, new_images))
     db.run(con, "merge_apply", {"now": now, "run_id": run_id})
     db.run(con, "merge_aggregates", {"now": now})
     outcomes = _outcomes(con, staged, decision)

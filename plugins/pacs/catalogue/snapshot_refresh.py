@@ -199,15 +199,23 @@ def _changed(r: _Refresh, table: Table, since: dt.datetime) -> None:
         group = affected.get(part, [])
         group += _compaction(con, table, part, group)
         old = ""
-        if group:
-            old = (f"SELECT {cols} FROM read_parquet($files, hive_partitioning = false) o "
-                   f"WHERE o.{table.row_key} NOT IN (SELECT {table.row_key} FROM snap_changed) UNION ALL ")
-        query = f"{old}SELECT {cols} FROM snap_changed WHERE _part = $part ORDER BY {table.order}"
         params: dict[str, Any] = {"part": part}
         if group:
             params["files"] = [r.loc.uri(r.loc.path(n)) for n in group]
+            old = (f"SELECT {_old_columns(con, columns, params['files'])} FROM read_parquet($files, "
+                   f"hive_partitioning = false, union_by_name = true) o "
+                   f"WHERE o.{table.row_key} NOT IN (SELECT {table.row_key} FROM snap_changed) UNION ALL ")
+        query = f"{old}SELECT {cols} FROM snap_changed WHERE _part = $part ORDER BY {table.order}"
         _write_files(r, table, part, con.sql(query, params=params).to_arrow_reader(100_000), columns)
         r.replaced += group
+
+
+def _old_columns(con: duckdb.DuckDBPyConnection, columns: list[str], files: list[str]) -> str:
+    """The select list of ``columns`` over published files: a column the files lack (written before
+    it was added to the catalogue, as schema_admin.sql adds some) reads as NULL."""
+    present = {d[0] for d in con.execute("SELECT * FROM read_parquet($files, hive_partitioning = false, "
+                                         "union_by_name = true) LIMIT 0", {"files": files}).description}
+    return ", ".join(f'"{c}"' if c in present else f'NULL AS "{c}"' for c in columns)
 
 
 def _compaction(con: duckdb.DuckDBPyConnection, table: Table, part: str, group: list[str]) -> list[str]:

@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "recall": ("pacs.cli.tiers", "bring studies back online, pinned until a date"),
     "fixity": ("pacs.cli.tiers", "verify the copies in both tiers and repair online ones"),
     "report": ("pacs.cli.report", "write the capacity report"),
+    "patient": ("pacs.cli.admin", "correct a patient's identity: `patient merge --from OLD --into NEW --reason R`"),
+    "study": ("pacs.cli.admin", "correct a study's patient: `study move --study UID --to-patient ID --reason R`"),
     "synth": ("pacs.cli.synth", "write a synthetic archive (demo, tests, benchmarks)"),
 }
 
