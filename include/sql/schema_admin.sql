@@ -24,3 +24,38 @@ CREATE TABLE IF NOT EXISTS correction (
     corrected_at       TIMESTAMPTZ NOT NULL,
     run_id             VARCHAR NOT NULL    -- the Airflow run, or cli-<time>-<user>
 );
+
+-- Rejections (pacs.admin.rejection): an instance is rejected when a row here names its SOP
+-- instance. Rejected instances are kept (files and image rows stay) but are left out of analyst
+-- views, lifecycle plans, capacity figures and recall; `pacs purge` may delete them. A row may
+-- come before its instance (a Key Object Selection rejection note that arrives first): it
+-- applies when the instance is catalogued. One row per SOP instance: the first rejection stands.
+CREATE TABLE IF NOT EXISTS rejection (
+    sop_instance_uid      VARCHAR NOT NULL,
+    series_instance_uid   VARCHAR,            -- as the note or the catalogue names it
+    study_instance_uid    VARCHAR,
+    code                  VARCHAR NOT NULL,   -- DCM code value: 113001 | 113037 | 113038 | 113039
+    meaning               VARCHAR NOT NULL,   -- its code meaning, e.g. Rejected for Quality Reasons
+    source                VARCHAR NOT NULL,   -- cli | kos
+    note_sop_instance_uid VARCHAR,            -- the KOS rejection note (source = kos)
+    reason                VARCHAR,            -- free text (cli)
+    rejected_at           TIMESTAMPTZ NOT NULL,
+    run_id                VARCHAR NOT NULL
+);
+
+-- Deletions (pacs.admin.purge): one row per copy of an instance deleted from a tier, written in
+-- the purge's commit that removes the image row; it outlives the instance, in the catalogue and
+-- the snapshot. No PHI: UIDs, checksum, tier, where, when and why.
+CREATE TABLE IF NOT EXISTS deletion (
+    sop_instance_uid    VARCHAR NOT NULL,
+    series_instance_uid VARCHAR NOT NULL,
+    study_instance_uid  VARCHAR NOT NULL,
+    sha256              VARCHAR NOT NULL,
+    size_bytes          BIGINT NOT NULL,
+    tier                VARCHAR NOT NULL,   -- online | offline
+    uri                 VARCHAR NOT NULL,   -- the copy deleted (packed: the series tar it was in)
+    why                 VARCHAR NOT NULL,   -- rejected:<code> | retention:<modality>:<years>y
+    plan_id             VARCHAR NOT NULL,
+    deleted_at          TIMESTAMPTZ NOT NULL,
+    run_id              VARCHAR NOT NULL
+);
