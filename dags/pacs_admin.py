@@ -1,13 +1,17 @@
 """
-### pacs_admin — identity corrections, recorded, never rewriting a file
+### pacs_admin — identity corrections and rejections, recorded, never rewriting a file
 
 Triggered by hand (or by the API), so each correction is in the UI and its run history. Params:
-``action`` (``patient_merge`` or ``study_move``), ``reason`` (recorded), and
+``action`` (``patient_merge``, ``study_move`` or ``reject``), ``reason`` (recorded), and
 
 - for ``patient_merge``: ``from_patient`` (merged away) and ``into_patient`` (kept): every study
   of the first moves to the second, and later files naming the first are filed under the second;
 - for ``study_move``: ``study`` (a StudyInstanceUID) and ``to_patient``: later files of the
-  study that still name its old patient are filed under ``to_patient``.
+  study that still name its old patient are filed under ``to_patient``;
+- for ``reject``: one of ``study``, ``series`` or ``sop`` (a UID), ``reason`` the IOCM code
+  (``113001``, ``113037``, ``113038`` or ``113039``) and ``note`` (free text): its catalogued
+  instances get a row of table ``rejection`` each (the first rejection stands) and are left out
+  of analysts' views, lifecycle plans, capacity figures and recall.
 
 The task (pool ``pacs_catalogue``, queue ``catalogue``) makes the correction in one catalogue
 transaction — a row of table ``correction`` with the keys as they were, the study and patient
@@ -29,21 +33,26 @@ from pacs.dagkit import CATALOGUE, CATALOGUE_QUEUE, POOL, default_args, task
 
 @dag(
     dag_id="pacs_admin",
-    description="Identity corrections: merges a patient into another or moves a study to another patient, recorded.",
+    description="Identity corrections and rejections: merges a patient, moves a study or rejects instances, recorded.",
     schedule=None,
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     doc_md=__doc__,
-    tags=["pacs", "admin", "corrections"],
+    tags=["pacs", "admin", "corrections", "rejection"],
     default_args=default_args(retries=1, retry_delay=timedelta(minutes=1)),
     params={
-        "action": Param("patient_merge", type=["null", "string"], enum=[None, "patient_merge", "study_move"],
-                        description="patient_merge or study_move"),
+        "action": Param("patient_merge", type=["null", "string"],
+                        enum=[None, "patient_merge", "study_move", "reject"],
+                        description="patient_merge, study_move or reject"),
         "from_patient": Param(None, type=["null", "string"], description="patient_merge: the PatientID merged away"),
         "into_patient": Param(None, type=["null", "string"], description="patient_merge: the PatientID kept"),
-        "study": Param(None, type=["null", "string"], description="study_move: the StudyInstanceUID"),
+        "study": Param(None, type=["null", "string"], description="study_move, reject: the StudyInstanceUID"),
+        "series": Param(None, type=["null", "string"], description="reject: the SeriesInstanceUID"),
+        "sop": Param(None, type=["null", "string"], description="reject: the SOPInstanceUID"),
         "to_patient": Param(None, type=["null", "string"], description="study_move: the PatientID it belongs to"),
-        "reason": Param(None, type=["null", "string"], description="Why (recorded with the correction)"),
+        "reason": Param(None, type=["null", "string"],
+                        description="Why (recorded with the correction); reject: the IOCM code, e.g. 113001"),
+        "note": Param(None, type=["null", "string"], description="reject: free text recorded with the rejection"),
     },
 )
 def pacs_admin() -> None:
@@ -57,7 +66,8 @@ def pacs_admin() -> None:
         summary = make_correction(load_config(), action=params.get("action"), run_id=run_id or "manual",
                                   reason=params.get("reason"), from_patient=params.get("from_patient"),
                                   into_patient=params.get("into_patient"), study=params.get("study"),
-                                  to_patient=params.get("to_patient"))
+                                  to_patient=params.get("to_patient"), series=params.get("series"),
+                                  sop=params.get("sop"), note=params.get("note"))
         if outlet_events is not None:
             outlet_events[CATALOGUE].extra = {"correction": summary}
         return summary

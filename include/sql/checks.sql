@@ -74,3 +74,48 @@ WHERE c.from_patient_id NOT IN (SELECT patient_id FROM patient) OR c.to_patient_
 SELECT count(*) FROM study st
 WHERE st.header_patient_id IS NULL
   AND st.study_instance_uid IN (SELECT study_instance_uid FROM correction WHERE study_instance_uid IS NOT NULL);
+
+-- Rejections (include/sql/schema_admin.sql, pacs.admin.rejection, KOS rejection notes): one row
+-- per SOP instance, with one of the four IOCM codes and its meaning, a known source; a KOS
+-- rejection names its note, which is catalogued (or was purged: a row of deletion); and a
+-- rejection whose instance is catalogued agrees with it on the series and study.
+-- name: duplicate_rejections
+SELECT count(*) FROM (SELECT sop_instance_uid FROM rejection GROUP BY 1 HAVING count(*) > 1);
+
+-- name: rejections_with_unknown_code
+SELECT count(*) FROM rejection
+WHERE (code, meaning) NOT IN (VALUES ('113001', 'Rejected for Quality Reasons'),
+                                     ('113037', 'Rejected for Patient Safety Reasons'),
+                                     ('113038', 'Incorrect Modality Worklist Entry'),
+                                     ('113039', 'Data Retention Policy Expired'))
+   OR source NOT IN ('cli', 'kos');
+
+-- name: kos_rejections_without_catalogued_note
+SELECT count(*) FROM rejection r
+WHERE r.source = 'kos'
+  AND (r.note_sop_instance_uid IS NULL
+       OR (r.note_sop_instance_uid NOT IN (SELECT sop_instance_uid FROM image)
+           AND r.note_sop_instance_uid NOT IN (SELECT sop_instance_uid FROM deletion)));
+
+-- name: rejections_disagreeing_with_catalogue
+SELECT count(*) FROM rejection r
+JOIN image i USING (sop_instance_uid)
+WHERE r.series_instance_uid IS DISTINCT FROM i.series_instance_uid
+   OR r.study_instance_uid IS DISTINCT FROM i.study_instance_uid;
+
+-- Deletions (include/sql/schema_admin.sql, pacs.admin.purge): an instance with an audit row is
+-- no longer catalogued (unless it was sent again after the purge), every audit row names a plan
+-- that is done, and every deleted plan row has its audit rows.
+-- name: deleted_instances_still_catalogued
+SELECT count(*) FROM deletion d
+JOIN image i USING (sop_instance_uid)
+WHERE i.ingested_at <= d.deleted_at;
+
+-- name: deletions_without_a_done_plan
+SELECT count(*) FROM deletion d
+WHERE d.plan_id NOT IN (SELECT plan_id FROM purge_run WHERE state = 'done');
+
+-- name: deleted_plan_rows_without_audit
+SELECT count(*) FROM purge_plan p
+WHERE p.state = 'deleted'
+  AND p.sop_instance_uid NOT IN (SELECT sop_instance_uid FROM deletion WHERE plan_id = p.plan_id);

@@ -5,6 +5,9 @@
 -- Inputs: temp tables overrides(modality, years), hold_patients(patient_id),
 -- hold_studies(study_instance_uid); params $logical_date, $default_years, $age_basis,
 -- $high_bytes / $low_bytes (NULL when no watermarks), $archive_all.
+-- Rejected instances (table rejection) are never migrated: a study's figures count its accepted
+-- online images only, so a study entirely rejected is not planned. The watermark's usage is the
+-- tier's real usage, rejected files included (they occupy it until `pacs purge`).
 CREATE OR REPLACE TEMP TABLE lifecycle_eligible AS
 WITH study_modality AS (
     SELECT study_instance_uid, unnest(modalities_in_study) AS modality FROM study
@@ -22,6 +25,7 @@ online_images AS (
     SELECT study_instance_uid, count(*) AS images, sum(size_bytes) AS bytes,
            count(*) FILTER (WHERE offline_uri IS NULL) AS images_without_offline
     FROM image
+    ANTI JOIN rejection r USING (sop_instance_uid)
     WHERE online_uri IS NOT NULL
     GROUP BY study_instance_uid
 )
@@ -75,6 +79,7 @@ SELECT i.study_instance_uid, 'archive_copy' AS rule, NULL::DOUBLE AS retention_y
        coalesce(s.study_date, CAST(s.first_received_at AS DATE)) AS age_date,
        count(*) AS images, sum(i.size_bytes) AS bytes
 FROM image i JOIN study s USING (study_instance_uid)
+ANTI JOIN rejection r USING (sop_instance_uid)
 WHERE $archive_all AND i.online_uri IS NOT NULL AND i.offline_uri IS NULL
 GROUP BY ALL;
 

@@ -15,6 +15,10 @@
 -- "clean" when all its images are in one tier, all arrived before $as_of and (for the
 -- received_at basis) on one UTC day: its series' aggregates are its figures. Other studies are
 -- read image by image.
+--
+-- Rejected instances (table rejection) are not in any figure: a study with a rejection is read
+-- image by image (it is "mixed"), its rejected images left out, and a study entirely rejected
+-- counts as no study.
 
 -- name: mixed_studies
 CREATE OR REPLACE TEMP TABLE report_mixed_study AS
@@ -22,6 +26,7 @@ SELECT study_instance_uid
 FROM study
 WHERE first_received_at < $as_of
   AND (online_image_count NOT IN (0, image_count)
+       OR study_instance_uid IN (SELECT study_instance_uid FROM rejection)
        OR last_received_at >= $as_of
        OR ($basis = 'received_at'
            AND epoch_us(first_received_at) // 86400000000 <> epoch_us(last_received_at) // 86400000000));
@@ -56,6 +61,7 @@ FROM (
            sum(i.size_bytes) AS bytes
     FROM image i
     SEMI JOIN report_mixed_study m USING (study_instance_uid)
+    ANTI JOIN rejection r ON r.sop_instance_uid = i.sop_instance_uid
     WHERE i.received_at < $as_of
     GROUP BY ALL
 ) t
@@ -77,6 +83,7 @@ SELECT i.study_instance_uid,
        coalesce(sum(i.size_bytes) FILTER (WHERE i.tier = 'online'), 0) AS online_and_offline_bytes
 FROM image i
 SEMI JOIN partial USING (study_instance_uid)
+ANTI JOIN rejection r ON r.sop_instance_uid = i.sop_instance_uid
 WHERE i.received_at < $as_of AND i.offline_uri IS NOT NULL
 GROUP BY ALL;
 
@@ -105,6 +112,8 @@ SELECT CASE WHEN $basis = 'received_at'
        count(*) AS studies
 FROM study
 WHERE first_received_at < $as_of
+  AND NOT (study_instance_uid IN (SELECT study_instance_uid FROM rejection)   -- entirely rejected
+           AND study_instance_uid NOT IN (SELECT study_instance_uid FROM report_series_tier))
 GROUP BY ALL;
 
 -- name: study_groups
@@ -154,10 +163,12 @@ JOIN study s USING (study_instance_uid)
 GROUP BY ALL;
 
 -- name: patients
--- Patients with at least one study received before $as_of.
+-- Patients with at least one study received before $as_of (not entirely rejected).
 SELECT count(DISTINCT patient_id) AS patients
 FROM study
-WHERE first_received_at < $as_of;
+WHERE first_received_at < $as_of
+  AND NOT (study_instance_uid IN (SELECT study_instance_uid FROM rejection)
+           AND study_instance_uid NOT IN (SELECT study_instance_uid FROM report_series_tier));
 
 -- name: received_later
 -- Images already catalogued but received at or after $as_of: the next reports count them.
@@ -165,11 +176,18 @@ WITH later AS (
     SELECT count(*) AS images, coalesce(sum(i.size_bytes), 0) AS bytes
     FROM image i
     SEMI JOIN report_mixed_study m USING (study_instance_uid)
+    ANTI JOIN rejection r ON r.sop_instance_uid = i.sop_instance_uid
     WHERE i.received_at >= $as_of
     UNION ALL
     SELECT coalesce(sum(image_count), 0), coalesce(sum(size_bytes), 0)
     FROM study
     WHERE first_received_at >= $as_of
+    UNION ALL  -- less their rejected images
+    SELECT -count(*), -coalesce(sum(i.size_bytes), 0)
+    FROM image i
+    SEMI JOIN rejection r USING (sop_instance_uid)
+    JOIN study st USING (study_instance_uid)
+    WHERE st.first_received_at >= $as_of
 )
 SELECT sum(images)::BIGINT AS images, sum(bytes)::BIGINT AS bytes
 FROM later;

@@ -16,3 +16,14 @@ CREATE TABLE IF NOT EXISTS snapshot_key (
     key  VARCHAR NOT NULL,
     name VARCHAR NOT NULL
 );
+
+-- Rows a writer deleted from the catalogue since the last refresh (a purge deletes image rows,
+-- and series and studies left empty): a deleted row has no updated_at to find it by, so the
+-- writer records it here in its own transaction; the next refresh rewrites the files holding
+-- its cluster key without it, and empties this table in its transaction.
+CREATE TABLE IF NOT EXISTS snapshot_removed (
+    tbl        VARCHAR NOT NULL,   -- snapshot table: image | series | study
+    row_key    VARCHAR NOT NULL,   -- the row's key (sop_instance_uid, series_instance_uid, ...)
+    cluster    VARCHAR NOT NULL,   -- its cluster key (the study for study/series/image)
+    removed_at TIMESTAMPTZ NOT NULL
+);

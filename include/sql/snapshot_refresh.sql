@@ -31,10 +31,12 @@ WHERE f.part <> c._part;
 
 -- name: affected
 -- The published files that may hold an older version of a changed row: those holding its
--- cluster key (a new row has no older version), with their partitions.
+-- cluster key (a new row has no older version), or a row deleted from the catalogue since
+-- (snapshot_removed), with their partitions.
 SELECT DISTINCT f.name, f.part, f.rows
 FROM snapshot_key k JOIN snapshot_file f ON f.name = k.name
-WHERE k.tbl = $tbl AND k.key IN (SELECT DISTINCT _cluster FROM snap_changed WHERE NOT _new)
+WHERE k.tbl = $tbl AND k.key IN (SELECT DISTINCT _cluster FROM snap_changed WHERE NOT _new
+                                 UNION SELECT cluster FROM snapshot_removed WHERE tbl = $tbl)
 ORDER BY f.name;
 
 -- name: small

@@ -1,7 +1,67 @@
 -- Analysts' views for common questions. Created as TEMP views on every connection `pacs query`
 -- opens (the Parquet snapshot's in-memory database, or the live catalogue opened read-only), over
--- the tables patient, study, series and image. These views show patient data: for analysts
--- without PHI access use the de-identified views (views_deid.sql, `pacs query --deidentified`).
+-- the tables patient, study, series, image and rejection. These views show patient data: for
+-- analysts without PHI access use the de-identified views (views_deid.sql, `pacs query --deidentified`).
+--
+-- Rejected instances (a row of `rejection` names them: `pacs reject`, KOS rejection notes) are
+-- kept in the tables but left out of every view here. The tables' own study and series counts
+-- (image_count, size_bytes, ...) count every catalogued instance; the views' counts are those of
+-- the accepted instances only (accepted_series and accepted_study recompute them for the few
+-- studies that have rejections), and a series or study whose instances are all rejected is left
+-- out. Join `image` with `rejection` to see what is rejected.
+
+-- Per series, its catalogued instances that are rejected.
+CREATE OR REPLACE TEMP VIEW rejected_series_figures AS
+SELECT i.series_instance_uid,
+       any_value(i.study_instance_uid) AS study_instance_uid,
+       count(*) AS images,
+       sum(i.size_bytes)::BIGINT AS bytes,
+       count(*) FILTER (WHERE i.online_uri IS NOT NULL) AS online_images,
+       count(*) FILTER (WHERE i.offline_uri IS NOT NULL) AS offline_images
+FROM image i
+SEMI JOIN rejection r USING (sop_instance_uid)
+GROUP BY i.series_instance_uid;
+
+-- The images no rejection names.
+CREATE OR REPLACE TEMP VIEW accepted_image AS
+SELECT i.* FROM image i ANTI JOIN rejection r USING (sop_instance_uid);
+
+-- Series with their accepted instances' counts; a series entirely rejected is left out.
+CREATE OR REPLACE TEMP VIEW accepted_series AS
+SELECT se.* REPLACE (se.image_count - coalesce(r.images, 0) AS image_count,
+                     se.size_bytes - coalesce(r.bytes, 0) AS size_bytes)
+FROM series se
+LEFT JOIN rejected_series_figures r USING (series_instance_uid)
+WHERE r.images IS NULL OR se.image_count > r.images;
+
+-- Studies with their accepted instances' counts and modalities; a study entirely rejected is
+-- left out.
+CREATE OR REPLACE TEMP VIEW accepted_study AS
+WITH rejected AS (
+    SELECT study_instance_uid, sum(images) AS images, sum(bytes) AS bytes,
+           sum(online_images) AS online_images, sum(offline_images) AS offline_images
+    FROM rejected_series_figures
+    GROUP BY study_instance_uid
+), kept AS (
+    SELECT study_instance_uid, count(*) AS series_count,
+           list_sort(list_distinct(list(modality))) AS modalities_in_study
+    FROM accepted_series
+    WHERE study_instance_uid IN (SELECT study_instance_uid FROM rejected)
+    GROUP BY study_instance_uid
+)
+SELECT s.* REPLACE (
+           CASE WHEN r.study_instance_uid IS NULL THEN s.modalities_in_study ELSE k.modalities_in_study END
+               AS modalities_in_study,
+           CASE WHEN r.study_instance_uid IS NULL THEN s.series_count ELSE k.series_count::INTEGER END
+               AS series_count,
+           s.image_count - coalesce(r.images, 0) AS image_count,
+           s.size_bytes - coalesce(r.bytes, 0) AS size_bytes,
+           s.online_image_count - coalesce(r.online_images, 0) AS online_image_count,
+           s.offline_image_count - coalesce(r.offline_images, 0) AS offline_image_count)
+FROM study s
+LEFT JOIN rejected r USING (study_instance_uid)
+LEFT JOIN kept k USING (study_instance_uid)
+WHERE r.study_instance_uid IS NULL OR s.image_count > r.images;
 
 -- Studies with the patient's sex and age at the time of the study. Age in whole years from the
 -- birth date when both dates are known, else from the DICOM Patient's Age (nnnY/M/W/D) recorded
@@ -37,7 +97,7 @@ SELECT s.study_instance_uid,
        s.image_count,
        s.size_bytes,
        s.tier_state
-FROM study s
+FROM accepted_study s
 LEFT JOIN patient p USING (patient_id);
 
 -- Daily volume by study date, modality and institution: studies, series, images and bytes.
@@ -50,8 +110,8 @@ SELECT s.study_date AS day,
        count(*) AS series,
        sum(se.image_count)::BIGINT AS images,
        sum(se.size_bytes)::BIGINT AS bytes
-FROM series se
-JOIN study s USING (study_instance_uid)
+FROM accepted_series se
+JOIN accepted_study s USING (study_instance_uid)
 GROUP BY ALL;
 
 -- Modality mix per month of study date: volume by modality and its share of the month's bytes.
@@ -62,8 +122,8 @@ WITH m AS (
            count(DISTINCT s.study_instance_uid) AS studies,
            sum(se.image_count)::BIGINT AS images,
            sum(se.size_bytes)::BIGINT AS bytes
-    FROM series se
-    JOIN study s USING (study_instance_uid)
+    FROM accepted_series se
+    JOIN accepted_study s USING (study_instance_uid)
     GROUP BY ALL
 )
 SELECT month, modality, studies, images, bytes,
@@ -84,7 +144,7 @@ SELECT study_instance_uid,
        pinned_until,
        size_bytes,
        last_received_at
-FROM study;
+FROM accepted_study;
 
 -- Bytes of each study held in each tier (one scan of image: use for totals, not per study).
 CREATE OR REPLACE TEMP VIEW study_tier_bytes AS
@@ -93,5 +153,5 @@ SELECT study_instance_uid,
        sum(size_bytes)::BIGINT AS bytes,
        coalesce(sum(size_bytes) FILTER (WHERE online_uri IS NOT NULL), 0)::BIGINT AS online_bytes,
        coalesce(sum(size_bytes) FILTER (WHERE offline_uri IS NOT NULL), 0)::BIGINT AS offline_bytes
-FROM image
+FROM accepted_image
 GROUP BY study_instance_uid;

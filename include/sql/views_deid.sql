@@ -12,14 +12,27 @@
 -- Aggregates by day or month (deid_daily_volume, deid_modality_mix) are counts, not records of
 -- an individual; cells of fewer than 11 studies are suppressed (left out), as in the usual
 -- small-cell rule for publishing counts, so a rare exam on a given day cannot single anyone out.
+-- Rejected instances (table rejection) are left out as in views.sql; rejections are shown only
+-- as counts (deid_rejections: by code and year, the same small-cell rule), never which study,
+-- series or instance was rejected.
 
+-- A patient's studies and their first and last years count accepted studies only; a patient
+-- whose studies are all rejected is left out.
 CREATE OR REPLACE TEMP VIEW deid_patient AS
-SELECT pacs_pseudonym('patient', patient_id) AS patient_key,
-       patient_sex,
-       study_count,
-       year(first_study_date) AS first_study_year,
-       year(last_study_date) AS last_study_year
-FROM patient;
+WITH accepted AS (
+    SELECT patient_id, count(*) AS study_count, min(study_date) AS first_study_date,
+           max(study_date) AS last_study_date
+    FROM accepted_study
+    GROUP BY patient_id
+)
+SELECT pacs_pseudonym('patient', p.patient_id) AS patient_key,
+       p.patient_sex,
+       coalesce(a.study_count, 0)::INTEGER AS study_count,
+       year(a.first_study_date) AS first_study_year,
+       year(a.last_study_date) AS last_study_year
+FROM patient p
+LEFT JOIN accepted a USING (patient_id)
+WHERE a.patient_id IS NOT NULL OR p.study_count = 0;
 
 CREATE OR REPLACE TEMP VIEW deid_study AS
 SELECT pacs_pseudonym('study', study_instance_uid) AS study_key,
@@ -44,7 +57,7 @@ SELECT pacs_pseudonym('series', se.series_instance_uid) AS series_key,
        se.manufacturer_model_name,
        se.image_count,
        se.size_bytes
-FROM series se
+FROM accepted_series se
 JOIN study s USING (study_instance_uid);
 
 CREATE OR REPLACE TEMP VIEW deid_daily_volume AS
@@ -57,3 +70,13 @@ HAVING sum(studies) >= 11;
 CREATE OR REPLACE TEMP VIEW deid_modality_mix AS
 SELECT * FROM modality_mix
 WHERE studies >= 11;
+
+-- Rejections as counts only: instances and studies rejected, by IOCM code, source and the year
+-- of the rejection; cells of fewer than 11 studies are left out.
+CREATE OR REPLACE TEMP VIEW deid_rejections AS
+SELECT code, meaning, source, year(rejected_at) AS rejected_year,
+       count(*) AS instances,
+       count(DISTINCT study_instance_uid) AS studies
+FROM rejection
+GROUP BY ALL
+HAVING count(DISTINCT study_instance_uid) >= 11;

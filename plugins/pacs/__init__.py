@@ -28,6 +28,7 @@ DICOM
   - ``dicom.values``         element values coerced to their column's type
   - ``dicom.validation``     reason codes and the rules that produce them
   - ``dicom.layout``         tier paths built from validated UIDs only
+  - ``dicom.rejection_note`` the IOCM rejection codes; what a KOS rejection note rejects
 
 Catalogue
   - ``catalogue``            the DuckDB catalogue's public names
@@ -54,6 +55,7 @@ Intake (``pacs_ingest``)
 Administration (``pacs_admin``)
   - ``admin``                identity corrections' public names
   - ``admin.corrections``    patient merge and study move, recorded as ``correction`` rows
+  - ``admin.rejection``      ``pacs reject``: instances kept but out of figures, ``rejection`` rows
 
 Tiers (``pacs_lifecycle``, ``pacs_recall``, ``pacs_fixity``)
   - ``tiers``                the online and offline tiers
@@ -92,7 +94,7 @@ Command line (argument parsing only)
   - ``cli.report``           ``pacs report``
   - ``cli.synth``            ``pacs synth``
   - ``cli.tiers``            ``pacs lifecycle``, ``pacs recall``, ``pacs fixity``
-  - ``cli.admin``            ``pacs patient merge``, ``pacs study move``
+  - ``cli.admin``            ``pacs patient merge``, ``pacs study move``, ``pacs reject``
 
 Synthetic data (demo, tests, benchmarks)
   - ``synth``                the generators' public names

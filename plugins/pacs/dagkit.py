@@ -239,6 +239,24 @@ def plan_message(planned: dict[str, Any]) -> tuple[str, str]:
     return subject, body
 
 
+def purge_message(planned: dict[str, Any]) -> tuple[str, str]:
+    """The subject and Markdown body that show a purge plan to its approver (counts only, no PHI)."""
+    subject = (f"Purge plan {planned.get('plan_id')}: delete {planned.get('instances', 0)} instances, "
+               f"{_size(int(planned.get('bytes') or 0))}, from both tiers — approve?")
+    rows = "\n".join(f"| {why} | {v['instances']} | {_size(int(v['bytes']))} |"
+                     for why, v in sorted((planned.get("by_why") or {}).items()))
+    body = (f"Plan `{planned.get('plan_id')}`: **{planned.get('instances', 0)} instances, "
+            f"{_size(int(planned.get('bytes') or 0))}** to delete from the online and offline tiers "
+            "(packed series are rewritten without them).\n\n"
+            "| why | instances | bytes |\n| --- | --- | --- |\n"
+            f"{rows}\n\n"
+            f"Refused (kept): {planned.get('refused_held', 0)} held, {planned.get('refused_pinned', 0)} pinned, "
+            f"{planned.get('refused_busy', 0)} migrating. Instance by instance: table `purge_plan`.\n\n"
+            f"**{PlanApproval.APPROVE}**: the instances are deleted, with an audit row per copy. "
+            f"**{PlanApproval.REJECT}**: nothing is deleted; the plan is recorded as rejected.")
+    return subject, body
+
+
 class PlanApproval(HITLBranchOperator):
     """Waits for a person to approve the lifecycle plan before anything moves (policy ``approve_plan``).
 
@@ -254,14 +272,16 @@ class PlanApproval(HITLBranchOperator):
     APPROVE = "Approve"
     REJECT = "Reject"
 
-    def __init__(self, *, plan_task_id: str, approve_to: str, reject_to: str, **kwargs: Any) -> None:
-        super().__init__(subject="Approve the lifecycle plan", options=[self.APPROVE, self.REJECT],
+    def __init__(self, *, plan_task_id: str, approve_to: str, reject_to: str,
+                 message: Callable[[dict[str, Any]], tuple[str, str]] = plan_message, **kwargs: Any) -> None:
+        super().__init__(subject="Approve the plan", options=[self.APPROVE, self.REJECT],
                          options_mapping={self.APPROVE: approve_to, self.REJECT: reject_to}, **kwargs)
         self.plan_task_id = plan_task_id
+        self.message = message
 
     def execute(self, context: Any) -> Any:
         planned = context["ti"].xcom_pull(task_ids=self.plan_task_id) or {}
         if not planned.get("needs_approval"):
             raise AirflowSkipException("no approval asked (policy approve_plan is off, a dry run, or an empty plan)")
-        self.subject, self.body = plan_message(planned)
+        self.subject, self.body = self.message(planned)
         return super().execute(context)

@@ -4,7 +4,9 @@ DuckDB catalogue and real DICOM files.
 A ``study_move`` run and a ``patient_merge`` run each record one ``correction`` row under the
 run's id; later files naming the old identity are catalogued under the effective patient, the
 snapshot shows it, and ``pacs check`` stays clean; a run naming an unknown study fails at once
-(a terminal error is not retried) and changes nothing.
+(a terminal error is not retried) and changes nothing. A ``reject`` run records one
+``rejection`` row per instance of the series under the run's id; the analysts' views on the
+snapshot leave them out; a run with an unknown code fails at once and changes nothing.
 """
 
 from __future__ import annotations
@@ -117,3 +119,33 @@ def test_a_run_naming_an_unknown_study_fails_at_once_and_changes_nothing(landed)
     assert str(dr.state) == "failed"
     assert _tries(dr)["correct"] == ("failed", 1), "a terminal error was retried"
     assert _q(cfg, "SELECT count(*) FROM correction")[0][0] == 0
+
+
+def test_a_reject_run_records_the_rejections_and_the_snapshot_views_leave_them_out(landed) -> None:
+    from pacs.analyst.views import add_views
+
+    cfg, land = landed
+    study, bad, good = generate_uid(), generate_uid(), generate_uid()
+    rejected = [land("P-1", study, bad) for _ in range(2)]
+    kept = land("P-1", study, good)
+    assert run_ingest(cfg)["catalogued"] == 3
+
+    wrong = _dag("pacs_admin").test(logical_date=DAY, run_conf={
+        "action": "reject", "series": bad, "reason": "bad quality"})
+    assert str(wrong.state) == "failed"
+    assert _tries(wrong)["correct"] == ("failed", 1), "a terminal error was retried"
+    assert _q(cfg, "SELECT count(*) FROM rejection")[0][0] == 0
+
+    dr = _dag("pacs_admin").test(logical_date=DAY + dt.timedelta(minutes=1), run_conf={
+        "action": "reject", "series": bad, "reason": "113001", "note": "motion"})
+    assert str(dr.state) == "success", _tries(dr)
+    assert sorted(_q(cfg, "SELECT sop_instance_uid, code, source, reason, run_id FROM rejection")) == sorted(
+        (sop, "113001", "cli", "motion", dr.run_id) for sop in rejected)
+
+    def work(con: Any) -> tuple[Any, ...]:
+        add_views(con)
+        return con.execute("SELECT (SELECT list(sop_instance_uid) FROM accepted_image), "
+                           "(SELECT list(image_count) FROM study_patient)").fetchall()[0]
+
+    assert snapshot.with_snapshot(cfg.parquet, work) == ([kept], [1])
+    assert check(cfg) == []

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from helpers import ROOT
 
-DAGS = {"pacs_ingest", "pacs_lifecycle", "pacs_recall", "pacs_fixity", "pacs_capacity_report", "pacs_admin"}
+DAGS = {"pacs_ingest", "pacs_lifecycle", "pacs_recall", "pacs_fixity", "pacs_capacity_report", "pacs_admin",
+        "pacs_purge"}
 
 
 @pytest.fixture(scope="module")

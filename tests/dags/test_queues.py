@@ -25,6 +25,7 @@ CATALOGUE_TASKS = {
     "pacs_fixity": {"plan", "record"},
     "pacs_capacity_report": {"extract"},
     "pacs_admin": {"correct"},
+    "pacs_purge": {"plan", "purge", "discard"},
 }
 
 

@@ -125,8 +125,10 @@ def study_move(cfg: Config, *, study: str, to_patient: str, reason: str, run_id:
 
 def correct(cfg: Config, *, action: str | None, run_id: str, reason: str | None,
             from_patient: str | None = None, into_patient: str | None = None, study: str | None = None,
-            to_patient: str | None = None) -> dict[str, Any]:
-    """One correction as the ``pacs_admin`` DAG's params name it (a UsageError for a missing one)."""
+            to_patient: str | None = None, series: str | None = None, sop: str | None = None,
+            note: str | None = None) -> dict[str, Any]:
+    """One administration action as the ``pacs_admin`` DAG's params name it (a UsageError for a
+    missing one): a correction, or ``reject`` (``reason`` is then the IOCM code, ``note`` free text)."""
     if action == "patient_merge":
         if not from_patient or not into_patient:
             raise UsageError("patient_merge needs from_patient and into_patient")
@@ -136,4 +138,8 @@ def correct(cfg: Config, *, action: str | None, run_id: str, reason: str | None,
         if not study or not to_patient:
             raise UsageError("study_move needs study and to_patient")
         return study_move(cfg, study=study, to_patient=to_patient, reason=reason or "", run_id=run_id)
-    raise UsageError("action must be patient_merge or study_move")
+    if action == "reject":
+        from pacs.admin.rejection import reject
+
+        return reject(cfg, study=study, series=series, sop=sop, code=reason, reason=note, run_id=run_id)
+    raise UsageError("action must be patient_merge, study_move or reject")

@@ -24,7 +24,8 @@ KEY_ENV = "PACS_PSEUDONYM_KEY"
 KEY_VARIABLE = "pacs_pseudonym_key"
 MIN_KEY_LENGTH = 16
 PSEUDONYM_HEX = 32  # 128 bits of the HMAC: collisions are negligible for any archive
-DEID_VIEWS = ("deid_patient", "deid_study", "deid_series", "deid_daily_volume", "deid_modality_mix")
+DEID_VIEWS = ("deid_patient", "deid_study", "deid_series", "deid_daily_volume", "deid_modality_mix",
+              "deid_rejections")
 
 
 def pseudonym_key() -> bytes | None:

@@ -7,7 +7,8 @@ import duckdb
 from pacs import catalogue
 from pacs.analyst.deid import register_pseudonym
 
-ANALYST_VIEWS = ("study_patient", "daily_volume", "modality_mix", "study_tier_status", "study_tier_bytes")
+ANALYST_VIEWS = ("study_patient", "daily_volume", "modality_mix", "study_tier_status", "study_tier_bytes",
+                 "accepted_study", "accepted_series", "accepted_image")
 
 
 def add_views(con: duckdb.DuckDBPyConnection, *, key: bytes | None = None) -> None:

@@ -8,8 +8,10 @@ The intake merge (:mod:`pacs.intake.merge`) owns the order, inside one transacti
 2. the intake places them (late rejects into quarantine, first-received files where a later
    copy had taken their online path) and records that with :func:`record_quarantined` and
    :func:`record_winners_placed`;
-3. :func:`apply` upserts patient, study, series and image rows and the exact aggregates and
-   returns every file's outcome, which the intake writes to the journal before COMMIT.
+3. :func:`apply` upserts patient, study, series and image rows and the exact aggregates, records
+   the rejections that KOS rejection notes make (``merge_rejections.sql``, only when a note is
+   among the files) and returns every file's outcome, which the intake writes to the journal
+   before COMMIT.
 
 A crash anywhere leaves either nothing or everything committed.
 """
@@ -164,6 +166,14 @@ def _effective_patients(con: duckdb.DuckDBPyConnection, new_images: pa.Table) ->
     return new_images.set_column(new_images.schema.get_field_index("patient_id"), "patient_id", effective)
 
 
+def _has_rejection_notes(new_images: pa.Table) -> bool:
+    """Whether a newly catalogued file is a KOS rejection note (a staged table written before
+    notes were read has no such column: none is)."""
+    if "rejection_note" not in new_images.column_names or not new_images.num_rows:
+        return False
+    return new_images.column("rejection_note").null_count < new_images.num_rows
+
+
 def apply(con: duckdb.DuckDBPyConnection, decisions: Decisions, *, run_id: str, now: dt.datetime
           ) -> tuple[pa.Table, MergeResult]:
     """Upsert the decided group; returns every file's outcome and the counts (before COMMIT)."""
@@ -187,6 +197,8 @@ def apply(con: duckdb.DuckDBPyConnection, decisions: Decisions, *, run_id: str, 
     new_images = staged if pc.all(catalogued).as_py() else staged.filter(catalogued)
     con.register("new_images", _effective_patients(con, new_images))
     db.run(con, "merge_apply", {"now": now, "run_id": run_id})
+    if _has_rejection_notes(new_images):
+        db.run(con, "merge_rejections", {"run_id": run_id})
     db.run(con, "merge_aggregates", {"now": now})
     outcomes = _outcomes(con, staged, decision)
     result = _result(con)

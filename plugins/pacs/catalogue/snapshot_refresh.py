@@ -95,6 +95,11 @@ TABLES: tuple[Table, ...] = (
           created="t.quarantined_at", join="", part="''"),
     Table("ingest_batch", "batch_id", "batch_id", "merged_at, batch_id", 200_000, marker="t.merged_at",
           created="t.merged_at", join="", part="''"),
+    Table("rejection", "sop_instance_uid", "run_id", "rejected_at, sop_instance_uid", 200_000,
+          marker="t.rejected_at", created="t.rejected_at", join="", part="''"),
+    # append-only: a plan's audit rows are written in one commit, so the plan is their row key
+    Table("deletion", "plan_id", "plan_id", "deleted_at, sop_instance_uid, tier", 200_000,
+          marker="t.deleted_at", created="t.deleted_at", join="", part="''"),
 )
 TABLE_NAMES = tuple(t.name for t in TABLES)
 
@@ -187,7 +192,8 @@ def _changed(r: _Refresh, table: Table, since: dt.datetime) -> None:
         con.execute(table.query("moved_studies"))
     elif table.partitioned and con.execute("SELECT count(*) FROM snap_moved").fetchall()[0][0]:
         con.execute(table.query("moved"))
-    if not con.execute("SELECT count(*) FROM snap_changed").fetchall()[0][0]:
+    removed = con.execute("SELECT count(*) FROM snapshot_removed WHERE tbl = $t", {"t": table.name}).fetchall()[0][0]
+    if not removed and not con.execute("SELECT count(*) FROM snap_changed").fetchall()[0][0]:
         return
     columns = _columns(con, table.name)
     affected: dict[str, list[str]] = {}
@@ -202,9 +208,13 @@ def _changed(r: _Refresh, table: Table, since: dt.datetime) -> None:
         params: dict[str, Any] = {"part": part}
         if group:
             params["files"] = [r.loc.uri(r.loc.path(n)) for n in group]
+            params["tbl"] = table.name
+            # rows a writer deleted from the catalogue (snapshot_removed) leave the rewritten files
             old = (f"SELECT {_old_columns(con, columns, params['files'])} FROM read_parquet($files, "
                    f"hive_partitioning = false, union_by_name = true) o "
-                   f"WHERE o.{table.row_key} NOT IN (SELECT {table.row_key} FROM snap_changed) UNION ALL ")
+                   f"WHERE o.{table.row_key} NOT IN (SELECT {table.row_key} FROM snap_changed) "
+                   f"AND o.{table.row_key}::VARCHAR NOT IN (SELECT row_key FROM snapshot_removed WHERE tbl = $tbl) "
+                   f"UNION ALL ")
         query = f"{old}SELECT {cols} FROM snap_changed WHERE _part = $part ORDER BY {table.order}"
         _write_files(r, table, part, con.sql(query, params=params).to_arrow_reader(100_000), columns)
         r.replaced += group
@@ -310,6 +320,7 @@ def refresh_snapshot(con: duckdb.DuckDBPyConnection, loc: Location, *, force: bo
             else:
                 _changed(r, table, since)
         _record(r, full)
+        con.execute("DELETE FROM snapshot_removed")  # every file that held such a row was rewritten
         manifest = _manifest(r, started)
         moved = _meta(con, "snapshot_location") != loc.url  # the views name the files by their full path
         if full or r.written or r.replaced or moved:

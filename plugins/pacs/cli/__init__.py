@@ -36,6 +36,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("pacs.cli.report", "write the capacity report"),
     "patient": ("pacs.cli.admin", "correct a patient's identity: `patient merge --from OLD --into NEW --reason R`"),
     "study": ("pacs.cli.admin", "correct a study's patient: `study move --study UID --to-patient ID --reason R`"),
+    "reject": ("pacs.cli.admin", "reject instances (kept, out of views, plans, figures and recall): "
+                                 "`reject --study|--series|--sop UID --reason CODE`"),
+    "purge": ("pacs.cli.purge", "delete rejected or expired instances from both tiers through a recorded plan: "
+                                "`purge --rejected-before DATE [--retention] [--dry-run]`"),
     "synth": ("pacs.cli.synth", "write a synthetic archive (demo, tests, benchmarks)"),
 }
 

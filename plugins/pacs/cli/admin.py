@@ -1,7 +1,8 @@
-"""``pacs patient merge`` and ``pacs study move``: identity corrections from a shell.
+"""``pacs patient merge``, ``pacs study move`` and ``pacs reject``: administration from a shell.
 
 Argument parsing only; the work is :mod:`pacs.admin.corrections` (one catalogue transaction and
-a ``correction`` row each). Each prints the correction as JSON. ``--config`` and ``-v`` are
+a ``correction`` row each) and :mod:`pacs.admin.rejection` (``rejection`` rows). Each prints its
+result as JSON. ``--config`` and ``-v`` are
 taken before the command, after it, or after the action (``pacs patient merge ... --config F``).
 """
 
@@ -72,9 +73,39 @@ def _move(args: argparse.Namespace) -> int:
     return 0
 
 
-_PARSERS = {"patient": _patient_parser, "study": _study_parser}
+def _reject_parser(name: str) -> argparse.ArgumentParser:
+    codes = "; ".join(f"{c} {m}" for c, m in _codes().items())
+    p = command_parser(name, "Reject instances: they are kept, but left out of the analysts' views, lifecycle "
+                             "plans, capacity figures and recall; recorded in table rejection. The first "
+                             "rejection of an instance stands.")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--study", metavar="UID", help="every catalogued instance of this StudyInstanceUID")
+    which.add_argument("--series", metavar="UID", help="every catalogued instance of this SeriesInstanceUID")
+    which.add_argument("--sop", metavar="UID", help="the instance of this SOPInstanceUID")
+    p.add_argument("--reason", required=True, metavar="CODE", help=f"the IOCM rejection code: {codes}")
+    p.add_argument("--note", metavar="TEXT", help="free text recorded with the rejection")
+    p.set_defaults(run=_reject)
+    return p
+
+
+def _codes() -> dict[str, str]:
+    from pacs.dicom.rejection_note import REJECTION_CODES
+
+    return REJECTION_CODES
+
+
+def _reject(args: argparse.Namespace) -> int:
+    from pacs.admin.rejection import reject
+
+    out = reject(load(args), study=args.study, series=args.series, sop=args.sop, code=args.reason,
+                 reason=args.note, run_id=_run_id())
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+_PARSERS = {"patient": _patient_parser, "study": _study_parser, "reject": _reject_parser}
 
 
 def parser(name: str) -> argparse.ArgumentParser:
-    """The parser of ``pacs patient`` or ``pacs study``."""
+    """The parser of ``pacs patient``, ``pacs study`` or ``pacs reject``."""
     return _PARSERS[name](name)

@@ -5,6 +5,7 @@
 - :mod:`pacs.dicom.values`      element values coerced to their column's type
 - :mod:`pacs.dicom.validation`  reason codes and the rules that produce them
 - :mod:`pacs.dicom.layout`      deterministic tier paths built from validated UIDs only
+- :mod:`pacs.dicom.rejection_note`  the IOCM rejection codes and what a KOS rejection note rejects
 """
 
 from pacs.dicom.header import (

@@ -72,8 +72,9 @@ HEADER_SCHEMA: list[tuple[str, pa.DataType]] = [*((c.name, c.arrow) for c in COL
 
 STAGED_HEADER_COLUMNS: tuple[str, ...] = tuple(name for name, _ in HEADER_SCHEMA)
 
-HEADER_COLUMNS: tuple[str, ...] = (*STAGED_HEADER_COLUMNS, "has_pixel_data")
-"""Every key a parsed header has."""
+HEADER_COLUMNS: tuple[str, ...] = (*STAGED_HEADER_COLUMNS, "has_pixel_data", "rejection_note")
+"""Every key a parsed header has (``rejection_note``: what a KOS rejection note rejects, as JSON,
+else None; see :mod:`pacs.dicom.rejection_note`)."""
 
 LENIENT_INT_COLUMNS = frozenset({"series_number", "instance_number", "number_of_frames"})
 """Optional integer columns: a value that is not an integer at all is catalogued as None."""

@@ -81,6 +81,7 @@ from pydicom.filereader import read_partial
 from pydicom.tag import BaseTag
 
 from pacs.dicom.columns import HEADER_FIELDS, LENIENT_INT_COLUMNS, PHI_KEYWORDS
+from pacs.dicom.rejection_note import KOS_SOP_CLASS, note_references
 from pacs.dicom.values import (
     DICOM_VRS,
     TEXT_ERRORS,
@@ -406,7 +407,21 @@ def parse_header(fp: IO[bytes], size: int) -> dict[str, Any]:
                     positions_known=ts not in DEFLATED_TS)
     row["transfer_syntax_uid"] = ts if ts is not None else _encoding_transfer_syntax(ds)
     row["has_pixel_data"] = parsed.stop is not None
+    # a KOS rejection note's references travel with it to the merge (one string compare otherwise)
+    row["rejection_note"] = _rejection_note(ds) if row.get("sop_class_uid") == KOS_SOP_CLASS else None
     return row
+
+
+def _rejection_note(ds: Dataset) -> str | None:
+    """What a Key Object Selection document rejects (None: not a rejection note); raises
+    :class:`UnreadableError` when its title or evidence sequences cannot be read."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return note_references(ds)
+    except Exception as exc:
+        raise UnreadableError(f"Key Object Selection document: its title or evidence sequence is corrupt "
+                              f"({type(exc).__name__})") from exc
 
 
 def read_header_bytes(data: bytes | memoryview) -> dict[str, Any]:

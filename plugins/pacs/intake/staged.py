@@ -37,6 +37,7 @@ STAGED_SCHEMA = pa.schema([
     ("in_place", pa.bool_()), ("quarantine_uri", _STR), ("sidecar_uri", _STR),
     ("source_dev", pa.int64()), ("source_ino", pa.int64()), ("read_mtime_ns", pa.int64()),
     *HEADER_SCHEMA,
+    ("rejection_note", _STR),  # a KOS rejection note's references (JSON); None for every other file
 ])
 _UID_COLS = [col for _, col in UIDS]
 
@@ -55,6 +56,7 @@ def base_row(batch_id: str, f: dict[str, Any]) -> dict[str, Any]:
 def accept(row: dict[str, Any], header: dict[str, Any]) -> None:
     """Mark a row good, with the catalogue columns of its header."""
     row.update({k: header.get(k) for k in STAGED_HEADER_COLUMNS})
+    row["rejection_note"] = header.get("rejection_note")
     row["status"] = Status.OK.value
 
 

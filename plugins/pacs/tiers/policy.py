@@ -21,6 +21,9 @@ migrate_batch_studies: 50        # studies per parallel migrate task
 recall_pin_days: 30
 fixity_offline_weeks: 4          # every offline object re-hashed within this many weeks
 approve_plan: false              # true: pacs_lifecycle waits for a person to approve each plan
+delete_after_years: {}           # off: nothing expires. {US: 10, XA: 25}: instances of series of
+                                 # that modality are deleted by `pacs purge --retention` once their
+                                 # study is older (never held or pinned studies)
 ```
 """
 
@@ -55,6 +58,7 @@ class Policy:
     recall_pin_days: int = 30
     fixity_offline_weeks: int = 4
     approve_plan: bool = False
+    delete_after_years: dict[str, float] = field(default_factory=dict)
 
     def retention_years(self, modalities: list[str] | tuple[str, ...] | None) -> float:
         """Years online for a study with these modalities: the longest rule that applies."""
@@ -90,12 +94,13 @@ class Policy:
             "recall_pin_days": self.recall_pin_days,
             "fixity_offline_weeks": self.fixity_offline_weeks,
             "approve_plan": self.approve_plan,
+            "delete_after_years": dict(self.delete_after_years),
         }
 
 
 _KEYS = {"online_retention_years", "age_basis", "modality_overrides", "hold", "watermarks", "offline_copy",
          "packing", "verify",
-         "migrate_batch_studies", "recall_pin_days", "fixity_offline_weeks", "approve_plan"}
+         "migrate_batch_studies", "recall_pin_days", "fixity_offline_weeks", "approve_plan", "delete_after_years"}
 
 
 def _number(value: Any, key: str, *, minimum: float = 0.0) -> float:
@@ -122,6 +127,18 @@ def _overrides(raw: dict[str, Any]) -> dict[str, float]:
     if not isinstance(overrides, dict):
         raise PolicyError("policy.modality_overrides: expected a mapping of modality to years, e.g. {MG: 10}")
     return {str(m): _number(v, f"modality_overrides.{m}") for m, v in overrides.items()}
+
+
+def _delete_after(raw: dict[str, Any]) -> dict[str, float]:
+    rules = raw.get("delete_after_years") or {}
+    if not isinstance(rules, dict):
+        raise PolicyError("policy.delete_after_years: expected a mapping of modality to years, e.g. {US: 10}")
+    out = {str(m): _number(v, f"delete_after_years.{m}") for m, v in rules.items()}
+    for m, years in out.items():
+        if years < 1:
+            raise PolicyError(f"policy.delete_after_years.{m}: expected at least 1 year, got {years:g} "
+                              "(a retention rule deletes data; remove the key to keep everything)")
+    return out
 
 
 def _hold(raw: dict[str, Any]) -> dict[str, frozenset[str]]:
@@ -168,7 +185,8 @@ def parse_policy(raw: Any, *, online_capacity: int | None = None) -> Policy:
     unknown = set(raw) - _KEYS
     if unknown:
         raise PolicyError(f"policy: unknown key(s) {sorted(unknown)}; allowed: {sorted(_KEYS)}")
-    kw: dict[str, Any] = {"modality_overrides": _overrides(raw), **_hold(raw),
+    kw: dict[str, Any] = {"modality_overrides": _overrides(raw), "delete_after_years": _delete_after(raw),
+                          **_hold(raw),
                           **_watermarks(raw.get("watermarks"), online_capacity)}
     if "online_retention_years" in raw:
         kw["online_retention_years"] = _number(raw["online_retention_years"], "online_retention_years")
