@@ -52,10 +52,11 @@ Intake (``pacs_ingest``)
   - ``intake.staged``        the staged row and its status
   - ``intake.verdict``       what intake would do with one file (``pacs header``), read-only
 
-Administration (``pacs_admin``)
+Administration (``pacs_admin``, ``pacs_purge``)
   - ``admin``                identity corrections' public names
   - ``admin.corrections``    patient merge and study move, recorded as ``correction`` rows
   - ``admin.rejection``      ``pacs reject``: instances kept but out of figures, ``rejection`` rows
+  - ``admin.purge``          ``pacs purge``: rejected/expired instances deleted from both tiers, ``deletion`` rows
 
 Tiers (``pacs_lifecycle``, ``pacs_recall``, ``pacs_fixity``)
   - ``tiers``                the online and offline tiers
@@ -95,6 +96,7 @@ Command line (argument parsing only)
   - ``cli.synth``            ``pacs synth``
   - ``cli.tiers``            ``pacs lifecycle``, ``pacs recall``, ``pacs fixity``
   - ``cli.admin``            ``pacs patient merge``, ``pacs study move``, ``pacs reject``
+  - ``cli.purge``            ``pacs purge``
 
 Synthetic data (demo, tests, benchmarks)
   - ``synth``                the generators' public names
