@@ -40,7 +40,7 @@ import duckdb
 import merge_rate
 from ingest_scale import listing, written
 
-FROM_PATIENT, INTO_PATIENT, MOVE_TO = 10, 11, 12  # patient numbers of the builder (pid(p))
+FROM_PATIENT, INTO_PATIENT, MOVE_TO = 10, 11, 13  # patient numbers of the builder (pid(p)); study 24 is patient 12's
 REJECT_STUDY = 30  # a study of patient 15 (2 studies per patient)
 
 
