@@ -116,9 +116,9 @@ class Approver(threading.Thread):
     the run cannot wait forever.
     """
 
-    def __init__(self, api: Api, day: dt.datetime, answer: str | None) -> None:
+    def __init__(self, api: Api, day: dt.datetime, answer: str | None, dag_id: str = "pacs_lifecycle") -> None:
         super().__init__(daemon=True)
-        self.api, self.day, self.answer = api, day, answer
+        self.api, self.day, self.answer, self.dag_id = api, day, answer, dag_id
         self.asked: list[dict[str, Any]] = []
         self.errors: list[str] = []
         self.done = threading.Event()
@@ -126,7 +126,7 @@ class Approver(threading.Thread):
     def run(self) -> None:
         while not self.done.is_set():
             try:
-                details = self.api.call("GET", "/dags/pacs_lifecycle/dagRuns/~/hitlDetails")["hitl_details"]
+                details = self.api.call("GET", f"/dags/{self.dag_id}/dagRuns/~/hitlDetails")["hitl_details"]
                 for d in details:
                     ti = d["task_instance"]
                     at = dt.datetime.fromisoformat(ti["logical_date"]) if ti.get("logical_date") else None
@@ -139,7 +139,7 @@ class Approver(threading.Thread):
                         continue
                     self.asked.append(d)
                     run = urllib.parse.quote(ti["dag_run_id"], safe="")
-                    self.api.call("PATCH", f"/dags/pacs_lifecycle/dagRuns/{run}/taskInstances/{ti['task_id']}/"
+                    self.api.call("PATCH", f"/dags/{self.dag_id}/dagRuns/{run}/taskInstances/{ti['task_id']}/"
                                   f"{ti['map_index']}/hitlDetails",
                                   {"chosen_options": [self.answer or "Reject"], "params_input": {}})
             except Exception as exc:  # noqa: BLE001 - kept for the test to report
@@ -161,7 +161,7 @@ def _fail_waiting(day: dt.datetime, approver: Approver) -> None:
     with create_session() as session:
         tis = (session.query(TaskInstance).join(DagRun, (DagRun.dag_id == TaskInstance.dag_id)
                                                 & (DagRun.run_id == TaskInstance.run_id))
-               .filter(TaskInstance.dag_id == "pacs_lifecycle", DagRun.logical_date == day,
+               .filter(TaskInstance.dag_id == approver.dag_id, DagRun.logical_date == day,
                        TaskInstance.state.in_(waiting)).all())
         for ti in tis:
             ti.state = TaskInstanceState.FAILED
@@ -169,27 +169,27 @@ def _fail_waiting(day: dt.datetime, approver: Approver) -> None:
                            f"{sorted(t.task_id for t in tis)} failed by the test")
 
 
-def _dag() -> Any:
+def _dag(dag_id: str = "pacs_lifecycle") -> Any:
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(ROOT / "dags"))
     assert not bag.import_errors, bag.import_errors
-    return bag.dags["pacs_lifecycle"]
+    return bag.dags[dag_id]
 
 
-def _run(api: Api, day: dt.datetime, answer: str | None, conf: dict[str, Any] | None = None
-         ) -> tuple[Any, dict[str, str], Approver]:
-    """One ``pacs_lifecycle`` run at ``day``, its approval (if asked) answered with ``answer``."""
+def _run(api: Api, day: dt.datetime, answer: str | None, conf: dict[str, Any] | None = None,
+         dag_id: str = "pacs_lifecycle") -> tuple[Any, dict[str, str], Approver]:
+    """One run of ``dag_id`` at ``day``, its approval (if asked) answered with ``answer``."""
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
 
-    approver = Approver(api, day, answer)
+    approver = Approver(api, day, answer, dag_id)
     approver.start()
     watchdog = threading.Timer(RUN_TIMEOUT, _fail_waiting, (day, approver))
     watchdog.daemon = True
     watchdog.start()
     try:
-        dr = _dag().test(logical_date=day, run_conf=conf)
+        dr = _dag(dag_id).test(logical_date=day, run_conf=conf)
     finally:
         watchdog.cancel()
         approver.done.set()
@@ -323,3 +323,33 @@ def test_approve_plan_is_a_validated_policy_key() -> None:
     assert parse_policy(None).approve_plan is False and parse_policy({"approve_plan": True}).approve_plan is True
     with pytest.raises(PolicyError, match=r"policy\.approve_plan: expected true or false"):
         parse_policy({"approve_plan": "yes"})
+
+
+@pytest.mark.parametrize("answer", ["Approve", "Reject"])
+def test_a_purge_plan_waits_for_its_approver_and_a_rejected_one_deletes_nothing(hospital, api, answer: str) -> None:
+    """``pacs_purge`` with ``approve_plan``: the question shows the instances and bytes by reason;
+    Approve deletes them, Reject deletes nothing and records the plan as rejected."""
+    from pacs.admin import reject
+
+    cfg = hospital(approve_plan=True)
+    study, images, nbytes = _q(cfg, "SELECT study_instance_uid, image_count, size_bytes FROM study "
+                                    "ORDER BY study_instance_uid LIMIT 1")[0]
+    reject(cfg, study=study, code="113039", reason="test", run_id="reject")
+    files = {u for (u,) in _q(cfg, "SELECT online_uri FROM image WHERE study_instance_uid = $s", {"s": study})}
+    assert files and all(Path(u).is_file() for u in files)
+    tomorrow = (dt.date.today() + dt.timedelta(days=1)).isoformat()
+    day = dt.datetime(2026, 7, 5 if answer == "Approve" else 6, 3, 0, tzinfo=dt.UTC)
+    dr, states, approver = _run(api, day, answer, {"rejected_before": tomorrow}, dag_id="pacs_purge")
+    assert str(dr.state) == "success", states
+    (asked,) = approver.asked
+    text = asked["subject"] + asked["body"]
+    assert f"{images} instances" in text and "rejected:113039" in text and _decimal(nbytes) in text, text
+    if answer == "Approve":
+        assert states["purge"] == "success" and states["discard"] == "skipped"
+        assert not any(Path(u).exists() for u in files)
+        assert _q(cfg, "SELECT count(*) FROM deletion") == [(images,)]
+    else:
+        assert states["purge"] == "skipped" and states["discard"] == "success"
+        assert all(Path(u).is_file() for u in files)
+        assert _q(cfg, "SELECT count(*) FROM deletion") == [(0,)]
+        assert _q(cfg, "SELECT state FROM purge_run") == [("rejected",)]
