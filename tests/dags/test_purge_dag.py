@@ -3,7 +3,8 @@
 A dry-run run records its plan and deletes nothing (``purge`` returns the plan); a real run
 deletes exactly the rejected instances' files, writes one ``deletion`` row per copy under the
 run's plan, and leaves ``pacs check`` clean; a bad date is refused by the params' schema, and a
-run with no criterion fails at once (a terminal error is not retried) and changes nothing. Without ``approve_plan`` the approval is skipped.
+run with no criterion fails at once (a terminal error is not retried) and changes nothing.
+Without ``approve_plan`` the approval is skipped.
 """
 
 from __future__ import annotations
