@@ -60,11 +60,13 @@ SELECT count(*) FROM patient p
 LEFT JOIN patient t ON t.patient_id = p.merged_into
 WHERE p.merged_into IS NOT NULL AND (t.patient_id IS NULL OR t.merged_into IS NOT NULL OR p.merged_into = p.patient_id);
 
--- Every correction names a study and patients the catalogue holds, and a study's correction left
--- the study under the patient a correction moved it to.
+-- Every correction names a study the catalogue holds (or held: a study purged whole has its
+-- audit rows in deletion) and patients it holds, and a study's correction left the study under the
+-- patient a correction moved it to.
 -- name: corrections_without_study
 SELECT count(*) FROM correction c
-WHERE c.study_instance_uid IS NOT NULL AND c.study_instance_uid NOT IN (SELECT study_instance_uid FROM study);
+WHERE c.study_instance_uid IS NOT NULL AND c.study_instance_uid NOT IN (SELECT study_instance_uid FROM study)
+  AND c.study_instance_uid NOT IN (SELECT study_instance_uid FROM deletion);
 
 -- name: corrections_without_patient
 SELECT count(*) FROM correction c

@@ -267,9 +267,29 @@ def execute(cfg: Config, plan_id: str, *, now: dt.datetime | None = None) -> dic
 def purge(cfg: Config, *, rejected_before: dt.date | None = None, retention: bool = False,
           logical_date: dt.date | None = None, run_id: str = "manual", dry_run: bool = False,
           now: dt.datetime | None = None) -> dict[str, Any]:
-    """Plan, then (unless ``dry_run``) execute, in this process (the CLI; the DAG runs the steps)."""
+    """Plan, then (unless ``dry_run``) execute, in this process (the CLI; the DAG runs the steps).
+
+    A plan of an earlier ``pacs purge`` that was killed before its commit (state ``planned``, run
+    id ``cli-…``: the command plans and executes in one process, so nothing else waits on it) is
+    finished first, so a killed purge re-run ends as one run would: every plan done, one audit row
+    per deleted copy. Plans of the DAG (which may await approval) are left to their runs.
+    """
+    resumed = [] if dry_run else [execute(cfg, plan_id, now=now)["plan_id"] for plan_id in _interrupted(cfg)]
     p = plan(cfg, rejected_before=rejected_before, retention=retention, logical_date=logical_date, run_id=run_id,
              dry_run=dry_run, now=now)
     if dry_run or p["state"] not in ("planned", "done"):
         return p
-    return {**execute(cfg, p["plan_id"], now=now), "by_why": p.get("by_why", {})}
+    out = {**execute(cfg, p["plan_id"], now=now), "by_why": p.get("by_why", {})}
+    if resumed:
+        out["resumed_plans"] = resumed
+    return out
+
+
+def _interrupted(cfg: Config) -> list[str]:
+    """Plans of ``pacs purge`` runs killed between their plan and their commit, oldest first."""
+    with catalogue.opened(cfg.duckdb) as con:
+        rows = con.execute("SELECT plan_id FROM purge_run WHERE state = 'planned' AND NOT dry_run "
+                           "AND run_id LIKE 'cli-%' ORDER BY planned_at, plan_id").fetchall()
+    for (plan_id,) in rows:
+        log.warning("purge plan %s was interrupted before its commit: finishing it first", plan_id)
+    return [r[0] for r in rows]

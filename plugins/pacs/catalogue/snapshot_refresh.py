@@ -283,6 +283,9 @@ def views_sql(loc: Location, manifest: dict[str, Any], empty: dict[str, list[tup
         hive = "true" if "study_year=" in files[0]["file"] else "false"
         lines.append(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet([{paths}], "
                      f"hive_partitioning = {hive}, union_by_name = true);")
+    # the analysts' views of `pacs query` (rejected instances left out), for this session
+    lines += ["", "-- The analysts' views (include/sql/views.sql), as `pacs query` defines them.",
+              sql.load("views").strip()]
     return "\n".join(lines) + "\n"
 
 

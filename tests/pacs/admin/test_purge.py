@@ -169,9 +169,14 @@ def test_sigkill_during_purge_then_rerun_ends_as_one_run(archive, s3, packing: b
                    env={"PACS_TEST_PURGE_KILL_AFTER": str(kill_after)})
     assert killed.returncode == -9, (killed.returncode, killed.stderr[-2000:])
     assert _q(cfg, "SELECT count(*) FROM deletion") == [(0,)], "audit rows before the commit"
+    (killed_plan,) = _q(cfg, "SELECT plan_id FROM purge_run WHERE state = 'planned'")[0]
     rerun = _pacs(cfg, "purge", "--rejected-before", TOMORROW)
     assert rerun.returncode == 0, rerun.stderr
+    assert json.loads(rerun.stdout)["resumed_plans"] == [killed_plan]
     _assert_end_state(cfg, s3, before, victims)
+    # the killed plan was finished, not left behind: it holds the audit rows, no plan stays open
+    assert _q(cfg, "SELECT count(*) FROM purge_run WHERE state <> 'done'") == [(0,)]
+    assert _q(cfg, "SELECT DISTINCT plan_id FROM deletion") == [(killed_plan,)]
 
 
 def test_held_and_pinned_studies_are_refused(archive, s3) -> None:
@@ -227,3 +232,24 @@ def test_mistakes_are_one_line_and_change_nothing(archive, s3) -> None:
         r = _pacs(cfg, *args)
         assert r.returncode == 2, (args, r.returncode, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_a_moved_study_purged_whole_leaves_the_catalogue_consistent(archive, s3) -> None:
+    """A study corrected (moved to another patient), then rejected and purged whole: the
+    correction row stays as history, the study is gone from both tiers, `pacs check` is clean."""
+    from pacs.admin import study_move
+
+    cfg = _build(archive, s3, packing=False)
+    study, patient = _q(cfg, "SELECT study_instance_uid, patient_id FROM study ORDER BY 1 LIMIT 1")[0]
+    other = _q(cfg, f"SELECT patient_id FROM patient WHERE patient_id <> '{patient}' ORDER BY 1 LIMIT 1")[0][0]
+    study_move(cfg, study=study, to_patient=other, reason="filed under the wrong patient", run_id="move")
+    reject(cfg, study=study, code="113038", reason="wrong worklist entry", run_id="reject")
+    victims = {s for (s,) in _q(cfg, f"SELECT sop_instance_uid FROM image WHERE study_instance_uid = '{study}'")}
+    before = _copies(cfg)
+    out = _pacs(cfg, "purge", "--rejected-before", TOMORROW)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["instances_deleted"] == len(victims)
+    assert _q(cfg, f"SELECT count(*) FROM study WHERE study_instance_uid = '{study}'") == [(0,)]
+    assert _q(cfg, f"SELECT action FROM correction WHERE study_instance_uid = '{study}'") == [("study_move",)]
+    assert set(_copies(cfg)) == set(before) - victims
+    assert check(cfg) == []

@@ -135,6 +135,29 @@ def test_plain_duckdb_reads_the_published_views_and_the_folder(tmp_path: Path) -
     assert glob == len(live["image"])  # between refreshes the folder holds exactly one state
 
 
+def test_plain_duckdb_gets_the_analyst_views_without_rejected_instances(tmp_path: Path) -> None:
+    """`.read _snapshot.sql` defines the views `pacs query` has, and they leave out a rejected
+    series exactly as `pacs query` does."""
+    from pacs.admin import reject
+    from pacs.analyst import query
+
+    cfg = _config(tmp_path)
+    _ingest(cfg, 40, seed=6, per_series=10)
+    with catalogue.opened(cfg.duckdb, read_only=True) as con:
+        series, n = con.execute("SELECT series_instance_uid, image_count FROM series ORDER BY 1 LIMIT 1").fetchall()[0]
+    reject(cfg, series=series, code="113001", reason="test", run_id="reject")
+    con = duckdb.connect()
+    con.execute(Path(cfg.parquet.path(refresh.SNAPSHOT_VIEWS)).read_text())
+    plain = {v: con.execute(f"SELECT count(*) FROM {v}").fetchall()[0][0]
+             for v in ("accepted_image", "accepted_series", "accepted_study", "study_patient", "daily_volume")}
+    assert plain["accepted_image"] == 40 - n and con.execute(
+        "SELECT count(*) FROM accepted_series WHERE series_instance_uid = $s", {"s": series}).fetchall() == [(0,)]
+    images = con.execute("SELECT sum(images) FROM daily_volume").fetchall()[0][0]
+    assert images == 40 - n
+    for view, count in plain.items():
+        assert query.run_query(cfg, f"SELECT count(*) FROM {view}").column(0).to_pylist() == [count], view
+
+
 def test_a_deleted_or_older_snapshot_is_rebuilt_whole(tmp_path: Path) -> None:
     cfg = _config(tmp_path)
     _ingest(cfg, 30, seed=8, per_series=10)
