@@ -301,7 +301,7 @@ def catalogue_merge(con: Any, staged: pa.Table) -> Any:
         decided = catalogue.merge.decide(con, staged)
         if decided.late.num_rows or decided.winners.num_rows:
             raise RuntimeError("the benchmark's staged rows must need no quarantine or placing")
-        _outcomes, result = catalogue.merge.apply(con, decided, run_id="bench", now=NOW)
+        _outcomes, result = catalogue.merge.apply(con, decided, run_id="bench", now=NOW, sop_token="bench")
     return result
 
 

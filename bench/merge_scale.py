@@ -162,7 +162,8 @@ def run_once(src: Path, work: Path, staged: pa.Table, *, check: bool, resent: in
     t1 = time.perf_counter()
     timed.execute("BEGIN TRANSACTION")
     decided = catalogue.merge.decide(timed, staged)
-    _outcomes, result = catalogue.merge.apply(timed, decided, run_id="bench", now=merge_rate.NOW)
+    _outcomes, result = catalogue.merge.apply(timed, decided, run_id="bench", now=merge_rate.NOW,
+                                                  sop_token="bench")
     t2 = time.perf_counter()
     con.execute("COMMIT")
     t3 = time.perf_counter()

@@ -110,6 +110,11 @@ FROM new_images;
 -- Their rows of the SOP-instance lookup (include/sql/schema.sql): ingested_at as in image above.
 INSERT INTO image_sop SELECT (md5_number(sop_instance_uid) >> 64)::UBIGINT, $now FROM new_images;
 
+-- image_sop changed in this transaction: a new token, so that its sorted index beside the
+-- catalogue (pacs.catalogue.sop_index) is trusted only once it was updated after this commit.
+INSERT INTO catalogue_meta VALUES ('image_sop_token', $sop_token)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+
 INSERT INTO quarantine (quarantine_id, batch_id, source_uri, quarantine_uri, sidecar_uri, reason, detail,
                         sha256, size_bytes, sop_instance_uid, study_instance_uid, quarantined_at)
 SELECT d.batch_id || ':' || d.row_no, d.batch_id, s.source_uri, d.quarantine_uri, d.sidecar_uri, d.reason,

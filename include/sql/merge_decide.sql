@@ -23,18 +23,13 @@
 -- a merged patient: the patient that one was merged into; else the patient it names.
 -- Catalogued images this merge touches (sop_instance_uid, sha256, online_uri), in three steps
 -- so that the cost follows the merge, not the catalogue: the SOP instances named by the staged
--- rows are looked up in image_sop (16 bytes per image, include/sql/schema.sql), then the few
--- candidates are read from image in the row groups of their ingested_at only; a candidate not
--- found so (a hash collision, or an ingested_at that no longer matches) is looked up in all of
--- image, so the result is exact whatever image_sop holds. Each step is free when the one before
--- found nothing. Every staged SOP instance counts (merge_outcomes.sql reads online_uri here).
-CREATE OR REPLACE TEMP TABLE merge_staged_sop AS
-SELECT DISTINCT sop_instance_uid, (md5_number(sop_instance_uid) >> 64)::UBIGINT AS sop_hash
-FROM staged WHERE sop_instance_uid IS NOT NULL;
-
-CREATE OR REPLACE TEMP TABLE merge_sop_candidates AS
-SELECT s.sop_instance_uid, k.ingested_at FROM image_sop k JOIN merge_staged_sop s USING (sop_hash);
-
+-- rows (merge_decide_sop.sql) are looked up in the sorted index of image_sop beside the catalogue
+-- (pacs.catalogue.sop_index: merge_sop_hits.sql), or when it cannot be had in image_sop itself
+-- (merge_sop_scan.sql), giving temp table merge_sop_candidates; then the few candidates are read
+-- from image in the row groups of their ingested_at only; a candidate not found so (a hash
+-- collision, or an ingested_at that no longer matches) is looked up in all of image, so the result
+-- is exact whatever image_sop holds. Each step is free when the one before found nothing. Every
+-- staged SOP instance counts (merge_outcomes.sql reads online_uri here).
 CREATE OR REPLACE TEMP TABLE merge_known_image AS
 SELECT i.sop_instance_uid, i.sha256, i.online_uri FROM image i
 WHERE i.ingested_at IN (SELECT ingested_at FROM merge_sop_candidates)

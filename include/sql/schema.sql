@@ -139,7 +139,11 @@ CREATE TABLE IF NOT EXISTS image_sop (
 );
 
 -- Rebuilt whole when it holds fewer rows than image (a catalogue older than image_sop, or an
--- interrupted rebuild); two row counts otherwise.
+-- interrupted rebuild); two row counts otherwise. A rebuild drops the token its sorted index
+-- matches (pacs.catalogue.sop_index), so that index is rebuilt too.
+DELETE FROM catalogue_meta WHERE key = 'image_sop_token'
+  AND (SELECT count(*) FROM image_sop) < (SELECT count(*) FROM image);
+
 DELETE FROM image_sop WHERE (SELECT count(*) FROM image_sop) < (SELECT count(*) FROM image);
 
 INSERT INTO image_sop

@@ -35,6 +35,7 @@ Catalogue
   - ``catalogue.db``         connections (one writer), transactions, schema, memory bound
   - ``catalogue.sql``        named SQL from ``include/sql``
   - ``catalogue.merge``      decide, record placements, apply (the catalogue's side of the merge)
+  - ``catalogue.sop_index``  the merge's SOP-instance lookup, sorted beside the catalogue (cost of the batch)
   - ``catalogue.snapshot``   the Parquet snapshot: read consistently, one refresh's state
   - ``catalogue.snapshot_refresh``  writing it: new immutable files for what changed, manifest last
   - ``catalogue.checks``     ``summary`` and the invariant ``check``

@@ -8,6 +8,7 @@ files by reason (no patient data); :func:`check` runs the invariant queries of
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import duckdb
@@ -119,4 +120,30 @@ def check(cfg: Any) -> list[str]:
                 continue
             if n:
                 problems.append(f"{name}: {n}")
+        missing = _sop_index_missing(con, cfg.duckdb)
+        if missing:
+            problems.append(f"image_sop_rows_missing_from_sop_index: {missing}")
     return problems
+
+
+def _sop_index_missing(con: Any, path: Any) -> int:
+    """Rows of image_sop that the SOP-instance index beside the catalogue does not hold, when the
+    index claims to match the catalogue (same token) and can be read; any other is rebuilt by the
+    next merge before it is used, so it cannot let a duplicate in."""
+    from pacs.catalogue import sop_index
+
+    try:
+        token = sop_index.catalogue_token(con)
+        meta = json.loads((sop_index.index_dir(path) / sop_index.META).read_text())
+    except (duckdb.CatalogException, OSError, ValueError):
+        return 0
+    if not token or meta.get("token") != token:
+        return 0
+    try:
+        index = sop_index.SopIndex(sop_index.index_dir(path), meta)
+    except (OSError, ValueError, KeyError):
+        return 0  # unreadable: the next merge rebuilds it
+    missing = 0
+    for batch in con.sql("SELECT sop_hash FROM image_sop").to_arrow_reader(1_000_000):
+        missing += index.missing(batch.column(0).to_numpy())
+    return missing

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pacs.catalogue import db, sql
+from pacs.catalogue.sop_index import SopIndex
 from pacs.errors import StorageError
 
 
@@ -48,6 +49,7 @@ class MergeResult:
     batches: dict[str, dict[str, int]] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)
     bytes_catalogued: int = 0
+    sop_hashes: np.ndarray | None = None  # the image_sop hashes one merge group added (not reported)
 
     def total(self, key: str) -> int:
         return sum(b.get(key, 0) for b in self.batches.values())
@@ -91,10 +93,20 @@ class Decisions:
     winners: pa.Table  # first-received files whose online path a later file had taken
 
 
-def decide(con: duckdb.DuckDBPyConnection, staged: pa.Table) -> Decisions:
-    """Decide every staged file's outcome (in the caller's open transaction)."""
+def decide(con: duckdb.DuckDBPyConnection, staged: pa.Table, index: SopIndex | None = None) -> Decisions:
+    """Decide every staged file's outcome (in the caller's open transaction). ``index``: the
+    sorted index of image_sop (:mod:`pacs.catalogue.sop_index`) that finds the staged SOP
+    instances that may be catalogued at the cost of the batch; without it image_sop is scanned."""
     staged = staged.append_column("_i", pa.array(np.arange(staged.num_rows, dtype=np.int64)))
     con.register("staged", staged)
+    db.run(con, "merge_decide_sop")
+    if index is None:
+        db.run(con, "merge_sop_scan")
+    else:
+        hashes = con.sql("SELECT sop_hash FROM merge_staged_sop").to_arrow_table().column(0)
+        con.register("sop_index_hits", index.lookup(hashes.to_numpy()))
+        db.run(con, "merge_sop_hits")
+        con.unregister("sop_index_hits")
     db.run(con, "merge_decide")
     late = con.sql(
         "SELECT s.* EXCLUDE (reason, detail), d.reason, d.detail FROM decided d JOIN staged s USING (_i) "
@@ -174,9 +186,13 @@ def _has_rejection_notes(new_images: pa.Table) -> bool:
     return new_images.column("rejection_note").null_count < new_images.num_rows
 
 
-def apply(con: duckdb.DuckDBPyConnection, decisions: Decisions, *, run_id: str, now: dt.datetime
-          ) -> tuple[pa.Table, MergeResult]:
-    """Upsert the decided group; returns every file's outcome and the counts (before COMMIT)."""
+def apply(con: duckdb.DuckDBPyConnection, decisions: Decisions, *, run_id: str, now: dt.datetime,
+          sop_token: str) -> tuple[pa.Table, MergeResult]:
+    """Upsert the decided group; returns every file's outcome and the counts (before COMMIT).
+
+    ``sop_token`` is written as the catalogue's ``image_sop_token`` (image_sop changes here);
+    the result's ``sop_hashes`` are the new rows' hashes, for :meth:`SopIndex.added` after COMMIT.
+    """
     staged = decisions.staged
     missing = con.execute("SELECT count(*) FROM decided WHERE outcome = 'quarantined' AND quarantine_uri IS NULL"
                           ).fetchall()[0][0]
@@ -196,12 +212,14 @@ def apply(con: duckdb.DuckDBPyConnection, decisions: Decisions, *, run_id: str, 
     # usually every file is new: then the staged table itself is the input (no copy)
     new_images = staged if pc.all(catalogued).as_py() else staged.filter(catalogued)
     con.register("new_images", _effective_patients(con, new_images))
-    db.run(con, "merge_apply", {"now": now, "run_id": run_id})
+    db.run(con, "merge_apply", {"now": now, "run_id": run_id, "sop_token": sop_token})
     if _has_rejection_notes(new_images):
         db.run(con, "merge_rejections", {"run_id": run_id})
     db.run(con, "merge_aggregates", {"now": now})
     outcomes = _outcomes(con, staged, decision)
     result = _result(con)
+    result.sop_hashes = con.sql("SELECT (md5_number(sop_instance_uid) >> 64)::UBIGINT FROM new_images"
+                                ).to_arrow_table().column(0).to_numpy()
     con.unregister("staged")
     con.unregister("new_images")
     db.run(con, "merge_done")  # its working tables are not kept until the next merge replaces them
