@@ -245,19 +245,23 @@ class RssPeak:
     max_tree_at: float = 0.0
     max_processes: int = 0
     samples: int = 0
+    by_name: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"peak_process_rss_mb": round(self.max_process / 2**20, 1), "peak_process": self.max_process_name,
                 "peak_tree_rss_mb": round(self.max_tree / 2**20, 1), "max_processes": self.max_processes,
-                "samples": self.samples, "peak_process_at": self.max_process_at, "peak_tree_at": self.max_tree_at}
+                "samples": self.samples, "peak_process_at": self.max_process_at, "peak_tree_at": self.max_tree_at,
+                "peak_by_command_mb": {k: round(v / 2**20, 1) for k, v in
+                                       sorted(self.by_name.items(), key=lambda kv: -kv[1])}}
 
 
 class RssSampler:
     """Samples the RSS of a process and all its descendants every ``every`` seconds in a thread."""
 
-    def __init__(self, pid: int, every: float = SAMPLE_EVERY) -> None:
+    def __init__(self, pid: int, every: float = SAMPLE_EVERY, *, by_name: bool = False) -> None:
         self.pid = pid
         self.every = every
+        self.by_name = by_name  # also the peak of each command line (first 3 words)
         self.peak = RssPeak()
         self.timeline: list[tuple[float, int, int]] = []  # (epoch, RSS of the root process, of the tree)
         self._stop = threading.Event()
@@ -300,6 +304,10 @@ class RssSampler:
                 self.peak.max_process_at = now
                 with contextlib.suppress(psutil.Error):
                     self.peak.max_process_name = " ".join(p.cmdline()[:4])[:120] or p.name()
+            if self.by_name:
+                with contextlib.suppress(psutil.Error):
+                    name = " ".join(p.cmdline()[:3])[:100] or p.name()
+                    self.peak.by_name[name] = max(self.peak.by_name.get(name, 0), rss)
         if tree > self.peak.max_tree:
             self.peak.max_tree, self.peak.max_tree_at = tree, now
         self.timeline.append((now, root_rss, tree))
@@ -325,13 +333,13 @@ class CommandResult:
 
 
 def run_sampled(cmd: Sequence[str], *, env: dict[str, str], log_path: Path, cwd: Path = ROOT,
-                timeout: float | None = None) -> CommandResult:
+                timeout: float | None = None, by_name: bool = False) -> CommandResult:
     """Run ``cmd`` to completion, timing it and sampling its process tree's RSS every 50 ms."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log:
         t0 = time.perf_counter()
         proc = subprocess.Popen(list(cmd), env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
-        with RssSampler(proc.pid) as sampler:
+        with RssSampler(proc.pid, by_name=by_name) as sampler:
             try:
                 rc = proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:

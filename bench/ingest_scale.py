@@ -39,6 +39,7 @@ catalogues (30M: about 10 minutes, plus the derived copy).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -46,7 +47,7 @@ import shutil
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -393,7 +394,45 @@ def prepare(n: int, catalogue_src: Path | None, args: argparse.Namespace) -> tup
     out["initial_snapshot_bytes"] = sum(v[0] for v in snap.values())
     log(f"size {n:,}: initial snapshot {out['initial_snapshot_s']:.1f}s ({len(snap)} files, "
         f"{out['initial_snapshot_bytes'] / 1e6:.0f} MB)")
+    # the merge's SOP-instance index (pacs.catalogue.sop_index), built once like the snapshot
+    from pacs import catalogue
+    from pacs.catalogue import sop_index
+
+    t = time.perf_counter()
+    with catalogue.opened(db) as con:
+        index = sop_index.open_index(con, db)
+    out["initial_sop_index_s"] = round(time.perf_counter() - t, 3)
+    out["initial_sop_index_rows"] = index.rows if index is not None else None
+    out["initial_sop_index_bytes"] = sum(p.stat().st_size for p in sop_index.index_dir(db).iterdir())
+    log(f"size {n:,}: SOP-instance index built in {out['initial_sop_index_s']:.1f}s "
+        f"({out['initial_sop_index_bytes'] / 1e6:.0f} MB)")
     return base, out
+
+
+@contextlib.contextmanager
+def _statement_times(into: dict[str, float], *, enabled: bool) -> Iterator[None]:
+    """With ``enabled``, the seconds of each statement that ``pacs.catalogue.db.run`` executes
+    (keyed ``<sql file>#<n> <its start>``), added into ``into``; the step's other time is Python,
+    opening and closing the catalogue (DuckDB checkpoints at close) and direct ``execute`` calls."""
+    if not enabled:
+        yield
+        return
+    from pacs.catalogue import db, sql
+
+    original = db.run
+
+    def run(con: Any, name: str, params: dict[str, Any] | None = None) -> None:
+        for i, stmt in enumerate(sql.statements(name)):
+            t = time.perf_counter()
+            con.execute(stmt, sql.params_for(stmt, params or {}))
+            key = f"{name}#{i} {' '.join(stmt.split())[:60]}"
+            into[key] = into.get(key, 0.0) + time.perf_counter() - t
+
+    db.run = run
+    try:
+        yield
+    finally:
+        db.run = original
 
 
 def measure(n: int, prepared: Path, files: Path, n_files: int, args: argparse.Namespace
@@ -419,9 +458,12 @@ def measure(n: int, prepared: Path, files: Path, n_files: int, args: argparse.Na
     steps: dict[str, float] = {}
     wbytes: dict[str, int | None] = {}
 
+    sql_times: dict[str, dict[str, float]] = {}
+
     def step(name: str, fn: Callable[[], Any]) -> Any:
         w0, t0 = _write_bytes(), time.perf_counter()
-        value = fn()
+        with _statement_times(sql_times.setdefault(name, {}), enabled=args.sql_times):
+            value = fn()
         steps[name] = time.perf_counter() - t0
         w1 = _write_bytes()
         wbytes[name] = w1 - w0 if w0 is not None and w1 is not None else None
@@ -452,6 +494,13 @@ def measure(n: int, prepared: Path, files: Path, n_files: int, args: argparse.Na
         "process_write_bytes": wbytes, "catalogue_file_growth_bytes": _file_bytes(db) - db_before,
         "merge_summary": summary, "ok": not problems, "problems": problems, "catalogue_images_after": images,
     }
+    if args.sql_times:
+        out["sql_s"] = {k: {"statements_s": round(sum(v.values()), 3),
+                            "top": {q: round(t, 3) for q, t in sorted(v.items(), key=lambda kv: -kv[1])[:6]}}
+                        for k, v in sql_times.items() if v}
+        for k, v in out["sql_s"].items():
+            log(f"size {n:,}: {k}: SQL statements {v['statements_s']:.2f}s of {steps[k]:.2f}s; top: "
+                + "; ".join(f"{t:.3f} {q}" for q, t in list(v["top"].items())[:3]))
     sw = out["snapshot_written"]
     log(f"size {n:,}: run {total:.2f}s ({', '.join(f'{k} {v:.2f}' for k, v in steps.items())}); "
         f"snapshot wrote {sw['bytes'] / 1e6:.1f} MB in {sw['files_written']} files"
@@ -561,6 +610,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=1,
                     help="timed runs per size, interleaved, each on a copy of the prepared archive (median reported)")
     ap.add_argument("--keep", action="store_true", help="keep the run archives")
+    ap.add_argument("--sql-times", action="store_true",
+                    help="also time each catalogue SQL statement of the run (reported per step, as sql_s)")
     args = ap.parse_args(argv)
     args.workdir = args.workdir.resolve()
     sizes = [int(s) for s in (args.sizes or ("0,1000000" if args.small else "0,10000000,30000000")).split(",")]
