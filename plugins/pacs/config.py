@@ -12,7 +12,7 @@ import difflib
 import fnmatch
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,14 @@ class IngestSettings:
 
 
 @dataclass(frozen=True)
+class BackupSettings:
+    """The catalogue's backups (``pacs backup``, the ``pacs_backup`` DAG): generations kept in the
+    offline tier under ``_catalogue/backups/`` (its schedule is the DAG's: ``PACS_BACKUP_SCHEDULE``)."""
+
+    keep: int = 7  # verified generations kept; older ones are deleted after a new one is verified
+
+
+@dataclass(frozen=True)
 class Config:
     """The loaded configuration, every section validated; see README "Configuration reference"."""
 
@@ -106,6 +114,7 @@ class Config:
     ingest: IngestSettings
     policy: Policy
     capacity: CapacitySettings
+    backup: BackupSettings = field(default_factory=lambda: BackupSettings())
 
     @property
     def base(self) -> Path:
@@ -116,7 +125,7 @@ class Config:
 
 
 _TOP_KEYS = {"landing", "online", "offline", "quarantine", "catalogue", "settle_seconds", "policy",
-             "work", "reports", "ingest", "capacity"}
+             "work", "reports", "ingest", "capacity", "backup"}
 # Keys earlier versions read and this one does not: named, so that nobody believes they still act.
 _DEAD_KEYS = {
     "lifecycle": "the lifecycle policy is the 'policy' key (inline, or a file path)",
@@ -216,6 +225,19 @@ def _ingest(raw: Any) -> IngestSettings:
     return IngestSettings(**kwargs)
 
 
+def _backup(raw: Any) -> BackupSettings:
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ConfigError("backup: expected a mapping, e.g. {keep: 7}")
+    bad = set(raw) - {"keep"}
+    if bad:
+        raise ConfigError(f"backup: unknown key(s) {_unknown_keys(sorted(bad), {'keep'})}; allowed: ['keep']")
+    keep = raw.get("keep", BackupSettings.keep)
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise ConfigError(f"backup.keep: expected a positive integer (generations kept), got {keep!r}")
+    return BackupSettings(keep=keep)
+
+
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     """Load the configuration named by ``path`` or ``$PACS_CONFIG`` and validate every section
     (locations, catalogue, ingest, the lifecycle policy and the capacity settings) now, so that
@@ -257,4 +279,5 @@ def _load(cfg_path: Path, named_by: str) -> Config:
         ingest=_ingest(raw.get("ingest")),
         policy=read_policy(raw.get("policy"), base, online_capacity=capacity.online_bytes),
         capacity=capacity,
+        backup=_backup(raw.get("backup")),
     )

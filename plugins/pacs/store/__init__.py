@@ -142,6 +142,15 @@ def hash_at(loc: Location, path: str) -> str | None:
     return _backend(loc).hash_at(loc, path)
 
 
+def recorded_sha256(loc: Location, path: str) -> str | None:
+    """The SHA-256 an object store recorded and verified when the object was put (None for a
+    local folder, or when the store recorded none): what lets a reader skip hashing the bytes."""
+    if loc.is_local:
+        return None
+    path = loc.path_of_uri(path)
+    return _backend(loc).recorded_sha256(loc, path)
+
+
 def holds(loc: Location, path: str, sha256: str) -> bool:
     """Whether a file at ``path`` exists and has exactly the bytes with ``sha256``."""
     return hash_at(loc, path) == sha256

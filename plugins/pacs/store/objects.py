@@ -13,6 +13,7 @@ for object locations.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime as dt
 import errno
@@ -142,6 +143,17 @@ def iter_files(loc: Location, root: str) -> Iterator[tuple[str, int]]:
         if p.rsplit("/", 1)[-1].startswith(TMP_MARK):
             continue
         yield p, int(info.get("size") or 0)
+
+
+def recorded_sha256(loc: Location, path: str) -> str | None:
+    """The whole-object SHA-256 the store recorded at the put (hex), or None (none recorded, or
+    a multipart upload's composite checksum)."""
+    bucket, key, _ = loc.fs.split_path(path)
+    head = sync(loc.fs.loop, loc.fs._call_s3, "head_object", Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+    recorded = head.get("ChecksumSHA256")
+    if not recorded or "-" in recorded or head.get("ChecksumType", "FULL_OBJECT") != "FULL_OBJECT":
+        return None
+    return base64.b64decode(recorded).hex()
 
 
 def _mtime_ns(info: dict[str, Any]) -> int:

@@ -41,6 +41,7 @@ import pyarrow as pa
 
 from pacs import catalogue, journal, store
 from pacs.catalogue import sql
+from pacs.catalogue.backup import BACKUP_PREFIX
 from pacs.config import Config
 from pacs.errors import FixityError
 from pacs.intake.quarantine import RESUBMIT_FOLDER
@@ -197,6 +198,8 @@ def reconcile(cfg: Config, fixity_id: str, tier: str) -> dict[str, Any]:
     listing = []
     cutoff = started.timestamp()
     for path, _size in store.iter_files(loc):
+        if loc.key(path).startswith(BACKUP_PREFIX + "/"):
+            continue  # the catalogue's backups (pacs.catalogue.backup), not images
         try:
             mtime = store.modified(loc, path)
         except (KeyError, AttributeError):
