@@ -8,7 +8,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = {"pacs_ingest", "pacs_lifecycle", "pacs_recall", "pacs_fixity", "pacs_capacity_report", "pacs_admin",
-            "pacs_purge"}
+            "pacs_purge", "pacs_backup"}
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +50,7 @@ def test_catalogue_writers_use_the_single_slot_pool(dagbag) -> None:
         "pacs_fixity": {"plan", "record"},
         "pacs_admin": {"correct"},
         "pacs_purge": {"plan", "purge", "discard"},
+        "pacs_backup": {"backup"},  # holds the catalogue's lock while it copies the file
     }
     for dag_id, tasks in writers.items():
         pools = {t.task_id: t.pool for t in dagbag.dags[dag_id].tasks}

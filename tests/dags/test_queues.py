@@ -26,6 +26,7 @@ CATALOGUE_TASKS = {
     "pacs_capacity_report": {"extract"},
     "pacs_admin": {"correct"},
     "pacs_purge": {"plan", "purge", "discard"},
+    "pacs_backup": {"backup"},
 }
 
 

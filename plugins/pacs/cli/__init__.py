@@ -40,6 +40,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                  "`reject --study|--series|--sop UID --reason CODE`"),
     "purge": ("pacs.cli.purge", "delete rejected or expired instances from both tiers through a recorded plan: "
                                 "`purge --rejected-before DATE [--retention] [--dry-run]`"),
+    "backup": ("pacs.cli.backup", "back up the catalogue to the offline tier (verified generations): `backup [--list]`"),
+    "restore": ("pacs.cli.backup", "put a backup generation in place of the catalogue: `restore [--generation N] "
+                                   "[--force]`"),
+    "rebuild": ("pacs.cli.backup", "rebuild the catalogue from the tiers alone (and the newest backup): "
+                                   "`rebuild [--force]`"),
     "synth": ("pacs.cli.synth", "write a synthetic archive (demo, tests, benchmarks)"),
 }
 
