@@ -9,10 +9,10 @@ manifest does not exist: a backup killed mid-way leaves an unlisted object that 
 removes. Generations beyond ``backup.keep`` are deleted once the new one is verified.
 
 Why a copy of the file and not ``EXPORT DATABASE`` to Parquet: ``bench/backup_rebuild.py``
-measured both on the same catalogue (figures in ``bench/README.md``). The copy is several times
-faster to take and to restore, restores every table, sequence, index and meta key exactly
-as they were, and needs no schema-aware import; the export is smaller (zstd) and readable by
-any Parquet tool, which the analysts' snapshot already gives.
+measured both on a 1,000,000-image catalogue (``bench/README.md``): the copy took half the time
+(1.3 s against 2.4 s, its read-back included), restored 2.4× faster, restores every table,
+sequence and meta key exactly as it was and needs no schema-aware import; the export is a third
+of the size and readable by any Parquet tool, which the analysts' snapshot already gives.
 
 **Restore** (:func:`restore`). It downloads one generation, checks its sha256 against the
 manifest and that DuckDB opens it, and only then puts it in place of the catalogue: an existing
