@@ -40,11 +40,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                  "`reject --study|--series|--sop UID --reason CODE`"),
     "purge": ("pacs.cli.purge", "delete rejected or expired instances from both tiers through a recorded plan: "
                                 "`purge --rejected-before DATE [--retention] [--dry-run]`"),
-    "backup": ("pacs.cli.backup", "back up the catalogue to the offline tier (verified generations): `backup [--list]`"),
+    "backup": ("pacs.cli.backup", "back up the catalogue to the offline tier (verified generations): "
+                                  "`backup [--list]`"),
     "restore": ("pacs.cli.backup", "put a backup generation in place of the catalogue: `restore [--generation N] "
                                    "[--force]`"),
     "rebuild": ("pacs.cli.backup", "rebuild the catalogue from the tiers alone (and the newest backup): "
                                    "`rebuild [--force]`"),
+    "export": ("pacs.cli.export", "export a cohort's DICOM files (verified, resumable, optionally de-identified): "
+                                  "`export --to DIR|s3://... --query SQL|--study UID|--accession N|--patient-id ID`"),
     "synth": ("pacs.cli.synth", "write a synthetic archive (demo, tests, benchmarks)"),
 }
 

@@ -1,0 +1,284 @@
+"""Cohort export (``pacs export``, the ``pacs_export`` DAG): from a query to the images.
+
+**Select.** Studies, series or instances by ``query`` (SQL over the analysts' views of the
+snapshot, returning any of the columns ``study_instance_uid``, ``series_instance_uid``,
+``sop_instance_uid``), by StudyInstanceUID, AccessionNumber or (effective) PatientID. The
+instances of the selection and where their copies are come from the live catalogue, read-only
+(:func:`select`), so a study the lifecycle moved an hour ago is read from where it now is.
+Rejected instances are left out, as the analysts' views leave them out.
+
+**Copy.** Each instance from its fastest copy: the online file, else the offline object, or the
+packed member of a series tar with one ranged read of its offset and length. The bytes are
+checked against the catalogue's sha256 before anything is written; a copy that does not match
+is counted and the next copy is tried (offline after online); an instance no copy of which
+matches fails the export with the instances named, after the others were written. Files are
+written as ``<patient>/<study>/<series>/<sop>.dcm`` under the target (a local folder or an
+``s3://`` prefix): ``<patient>`` is the PatientID when it is a safe path name, else
+``patient-<sha256 prefix>``. With ``deidentify`` (:mod:`pacs.export.deidentify`) the written
+copies are de-identified and the path uses their pseudonym and new UIDs.
+
+**Resumable, and read-only for the archive.** The export writes nothing to the tiers or the
+catalogue. Its progress is the manifest under the target's ``.pacs-export/``: one Parquet part
+per chunk of written files, each published after its files; a re-run with the same selection
+and target skips what a part lists and exists. When every chunk is done, ``manifest.parquet``
+and ``manifest.csv`` list every exported file: UIDs as written, sha256 and size of the written
+file, the tier it was read from and whether its bytes were verified (always). A de-identified
+export's manifest holds only the new UIDs and pseudonyms, never the originals.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import csv
+import datetime as dt
+import hashlib
+import io
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pacs import store
+from pacs.catalogue import db
+from pacs.config import Config
+from pacs.dicom.validation import is_valid_uid
+from pacs.errors import CatalogueMissingError, CorruptCopyError, UsageError
+from pacs.store import Location
+
+log = logging.getLogger(__name__)
+
+STATE = ".pacs-export"
+"""The export's own folder under the target: the selection, its manifest parts, the manifest."""
+CHUNK = 200
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+UID_COLUMNS = ("study_instance_uid", "series_instance_uid", "sop_instance_uid")
+MANIFEST_COLUMNS = ("patient", "study_instance_uid", "series_instance_uid", "sop_instance_uid", "path", "sha256",
+                    "size_bytes", "source_tier", "verified")
+
+
+@dataclass
+class Selection:
+    """What to export: UIDs by level (a union), from any of the selectors."""
+
+    studies: set[str] = field(default_factory=set)
+    series: set[str] = field(default_factory=set)
+    sops: set[str] = field(default_factory=set)
+    accessions: set[str] = field(default_factory=set)
+    patients: set[str] = field(default_factory=set)
+
+    def empty(self) -> bool:
+        return not (self.studies or self.series or self.sops or self.accessions or self.patients)
+
+    def digest(self) -> str:
+        body = json.dumps({k: sorted(v) for k, v in self.__dict__.items()}, sort_keys=True)
+        return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def selection(cfg: Config, *, query: str | None = None, studies: Sequence[str] = (), accessions: Sequence[str] = (),
+              patient_ids: Sequence[str] = (), series: Sequence[str] = (), sops: Sequence[str] = ()) -> Selection:
+    """The selectors as one :class:`Selection` (the query runs over the analysts' snapshot views)."""
+    sel = Selection(set(studies), set(series), set(sops), set(accessions), set(patient_ids))
+    for kind, uids in (("StudyInstanceUID", sel.studies), ("SeriesInstanceUID", sel.series),
+                       ("SOPInstanceUID", sel.sops)):
+        bad = sorted(u for u in uids if not is_valid_uid(u))
+        if bad:
+            raise UsageError(f"{kind} {bad[0]!r} is not a valid UID")
+    if query:
+        from pacs.analyst.query import run_query
+
+        table = run_query(cfg, query)
+        cols = [c for c in UID_COLUMNS if c in table.column_names]
+        if not cols:
+            raise UsageError(f"--query must return at least one of the columns {', '.join(UID_COLUMNS)}; it returned "
+                             f"{', '.join(table.column_names) or 'no column'}")
+        for c, target in zip(UID_COLUMNS, (sel.studies, sel.series, sel.sops), strict=True):
+            if c in cols:
+                target.update(v for v in table.column(c).to_pylist() if v)
+    if sel.empty():
+        raise UsageError("nothing selected: give --query, --study, --accession, --patient-id, --series or --sop "
+                         "(a query that returns no rows selects nothing)")
+    return sel
+
+
+def select(cfg: Config, sel: Selection) -> pa.Table:
+    """The instances of the selection and their copies, from the live catalogue (read-only)."""
+    if not cfg.duckdb.exists():
+        raise CatalogueMissingError(f"catalogue {cfg.duckdb} does not exist yet (run pacs_ingest first)")
+    with db.opened(cfg.duckdb, read_only=True) as con:
+        params = {"studies": sorted(sel.studies), "series": sorted(sel.series), "sops": sorted(sel.sops),
+                  "accessions": sorted(sel.accessions), "patients": sorted(sel.patients)}
+        db.run(con, "export_select", params)
+        table = con.sql("SELECT * FROM export_selected ORDER BY study_instance_uid, series_instance_uid, "
+                        "sop_instance_uid").to_arrow_table()
+        unknown = con.execute("SELECT kind, value FROM export_unknown ORDER BY ALL LIMIT 5").fetchall()
+    if unknown:
+        kind, value = unknown[0]
+        raise UsageError(f"{kind} {value!r} is not catalogued" + (f" (and {len(unknown) - 1} more)"
+                                                                   if len(unknown) > 1 else ""))
+    return table
+
+
+def _patient_folder(patient_id: str | None) -> str:
+    pid = patient_id or ""
+    if _SAFE_NAME.fullmatch(pid) and pid not in (".", ".."):
+        return pid
+    return "patient-" + hashlib.sha256(pid.encode()).hexdigest()[:16]
+
+
+def _copies(cfg: Config, r: dict[str, Any]) -> list[tuple[str, Location, str, int | None, int | None]]:
+    out = []
+    if r["online_uri"]:
+        out.append(("online", cfg.online, r["online_uri"], None, None))
+    if r["offline_uri"]:
+        tier = "offline-packed" if r["offline_offset"] is not None else "offline"
+        out.append((tier, cfg.offline, r["offline_uri"], r["offline_offset"], r["offline_length"]))
+    return out
+
+
+def read_verified(cfg: Config, r: dict[str, Any], counts: dict[str, int], lock: threading.Lock) -> tuple[bytes, str]:
+    """One instance's bytes from its fastest copy whose sha256 matches the catalogue's."""
+    problems = []
+    for tier, loc, uri, offset, length in _copies(cfg, r):
+        try:
+            data = store.read(loc, uri, offset, length)
+        except FileNotFoundError:
+            problems.append(f"{tier} copy missing")
+            continue
+        if hashlib.sha256(data).hexdigest() == r["sha256"]:
+            return data, tier
+        problems.append(f"{tier} copy does not match its sha256")
+        with lock:
+            counts["corrupt_copies"] += 1
+    raise CorruptCopyError(f"SOP instance {r['sop_instance_uid']}: no verified copy ({'; '.join(problems) or 'none'})")
+
+
+class _Writer:
+    """Writes one chunk of instances to the target, returns its manifest rows."""
+
+    def __init__(self, cfg: Config, target: Location, deid: Any, counts: dict[str, int]) -> None:
+        self.cfg, self.target, self.deid, self.counts = cfg, target, deid, counts
+        self.lock = threading.Lock()
+
+    def one(self, r: dict[str, Any]) -> dict[str, Any]:
+        data, tier = read_verified(self.cfg, r, self.counts, self.lock)
+        uids = [r[c] for c in UID_COLUMNS]
+        patient = _patient_folder(r["patient_id"])
+        if self.deid is not None:
+            data = self.deid(data)
+            uids = [self.deid.uid(u) for u in uids]
+            patient = self.deid.patient_pseudonym(r["patient_id"] or "")
+        study, series, sop = uids
+        key = f"{patient}/{study}/{series}/{sop}.dcm"
+        sha = hashlib.sha256(data).hexdigest()
+        store.write(self.target, self.target.path(key), data, sha, fsync=False, overwrite=True)
+        with self.lock:
+            self.counts["files"] += 1
+            self.counts["bytes"] += len(data)
+            self.counts[f"from_{tier.replace('-', '_')}"] += 1
+        return {"patient": patient, "study_instance_uid": study, "series_instance_uid": series,
+                "sop_instance_uid": sop, "path": key, "sha256": sha, "size_bytes": len(data), "source_tier": tier,
+                "verified": True}
+
+
+def _manifest_table(rows: list[dict[str, Any]]) -> pa.Table:
+    return pa.table({c: pa.array([r[c] for r in rows], type=pa.int64() if c == "size_bytes" else
+                                 pa.bool_() if c == "verified" else pa.string()) for c in MANIFEST_COLUMNS})
+
+
+def _write_parquet(loc: Location, key: str, table: pa.Table) -> None:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    data = buf.getvalue()
+    store.write(loc, loc.path(key), data, hashlib.sha256(data).hexdigest(), fsync=True, overwrite=True)
+
+
+def _done_parts(target: Location, prefix: str) -> set[int]:
+    names = store.names(target, target.path(prefix))
+    return {int(m.group(1)) for n in names if (m := re.fullmatch(r"part-(\d{6})\.parquet", n))}
+
+
+def export(cfg: Config, target_url: str, sel: Selection, *, deidentify: bool = False, key: bytes | None = None,
+           workers: int = 8, run_id: str = "manual") -> dict[str, Any]:
+    """Export the selection to ``target_url``; resumable (see the module text). Returns counts."""
+    target = Location.at("export", target_url)
+    for loc in cfg.all_roots():
+        if target.overlaps(loc):
+            raise UsageError(f"export target {target_url} is inside the archive's {loc.name} location "
+                             f"({loc.url}); export to a folder or prefix of its own")
+    deid = None
+    if deidentify:
+        from pacs.analyst.deid import pseudonym_key, require_key
+        from pacs.export.deidentify import Deidentifier
+
+        deid = Deidentifier(require_key(key if key is not None else pseudonym_key()))
+    started = time.monotonic()
+    rows = select(cfg, sel).to_pylist()
+    digest = f"{sel.digest()}-{'deid' if deidentify else 'orig'}"
+    prefix = f"{STATE}/{digest}"
+    done = _done_parts(target, prefix)
+    chunks = [rows[i:i + CHUNK] for i in range(0, len(rows), CHUNK)]
+    counts: dict[str, int] = {"files": 0, "bytes": 0, "corrupt_copies": 0, "from_online": 0, "from_offline": 0,
+                              "from_offline_packed": 0}
+    writer = _Writer(cfg, target, deid, counts)
+    failures: list[str] = []
+    skipped = sum(len(chunks[n]) for n in done if n < len(chunks))
+    last = 0.0
+    log.info("export: %d instance(s) in %d chunk(s) to %s; %d already exported", len(rows), len(chunks),
+             target_url, skipped)
+    with store.tier_faults(target), cf.ThreadPoolExecutor(max_workers=workers) as pool:
+        for n, chunk in enumerate(chunks):
+            if n in done:
+                continue
+            futures = [pool.submit(writer.one, r) for r in chunk]
+            out = []
+            for fut in futures:
+                try:
+                    out.append(fut.result())
+                except CorruptCopyError as exc:
+                    failures.append(str(exc))
+            if len(out) == len(chunk):
+                _write_parquet(target, f"{prefix}/part-{n:06d}.parquet", _manifest_table(out))
+            now = time.monotonic()
+            if now - last >= 5 or n == len(chunks) - 1:
+                last = now
+                exported = skipped + counts["files"]
+                rate = counts["files"] / max(now - started, 1e-9)
+                log.info("export: %d of %d files (%.0f%%), %.0f files/s", exported, len(rows),
+                         100 * exported / max(len(rows), 1), rate)
+    if failures:
+        raise CorruptCopyError(f"{len(failures)} instance(s) not exported (the others are; re-run after repairing "
+                               f"them with pacs fixity): {failures[0]}")
+    manifest = _finish(target, prefix, len(chunks))
+    seconds = time.monotonic() - started
+    return {"target": target_url, "instances": len(rows), "studies": len({r["study_instance_uid"] for r in rows}),
+            **counts, "resumed_files": skipped, "manifest": target.uri(target.path(manifest)),
+            "deidentified": deidentify, "seconds": round(seconds, 2),
+            "files_per_second": round(counts["files"] / seconds, 1) if counts["files"] else None,
+            "run_id": run_id, "finished_at": dt.datetime.now(dt.UTC).isoformat()}
+
+
+def _finish(target: Location, prefix: str, n_chunks: int) -> str:
+    """The whole manifest from the parts (Parquet and CSV beside it); returns its key."""
+    tables = []
+    for n in range(n_chunks):
+        data = store.read(target, target.path(f"{prefix}/part-{n:06d}.parquet"))
+        tables.append(pq.read_table(io.BytesIO(data)))
+    table = pa.concat_tables(tables) if tables else _manifest_table([])
+    _write_parquet(target, f"{prefix}/manifest.parquet", table)
+    text = io.StringIO()
+    w = csv.writer(text)
+    w.writerow(table.column_names)
+    for row in table.to_pylist():
+        w.writerow([row[c] for c in table.column_names])
+    data = text.getvalue().encode()
+    store.write(target, target.path("manifest.csv"), data, hashlib.sha256(data).hexdigest(), fsync=True,
+                overwrite=True)
+    _write_parquet(target, "manifest.parquet", table)
+    return "manifest.parquet"
