@@ -14,7 +14,7 @@ import pytest
 from helpers import ROOT
 
 DAGS = {"pacs_ingest", "pacs_lifecycle", "pacs_recall", "pacs_fixity", "pacs_capacity_report", "pacs_admin",
-        "pacs_purge", "pacs_backup"}
+        "pacs_purge", "pacs_backup", "pacs_export"}
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = {"pacs_ingest", "pacs_lifecycle", "pacs_recall", "pacs_fixity", "pacs_capacity_report", "pacs_admin",
-            "pacs_purge", "pacs_backup"}
+            "pacs_purge", "pacs_backup", "pacs_export"}
 
 
 @pytest.fixture(scope="module")
