@@ -7,11 +7,14 @@ least one selector: ``query`` (SQL over the analysts' views returning ``study_in
 ``patient_ids``; ``deidentify`` applies DICOM PS3.15's Basic Application Level Confidentiality
 Profile to the copies with the pseudonym key (Airflow Variable ``pacs_pseudonym_key``).
 
-The task (queue ``catalogue``: it reads the catalogue, read-only, once at the start) writes each
-instance from its fastest copy (online file, offline object, or packed member by one ranged
-read), verified against the catalogue's sha256, as ``patient/study/series/sop.dcm``, then
-``manifest.csv`` and ``manifest.parquet``. A retry resumes where the killed try stopped. The
-archive (tiers and catalogue) is never changed. Counts only in logs and XCom.
+1. **select** (pool ``pacs_catalogue``, queue ``catalogue``: a short read of the catalogue) — the
+   selection's instances and where their copies are, kept under the target's ``.pacs-export/``.
+2. **copy** (any worker; the catalogue is not opened) — each instance from its fastest copy
+   (online file, offline object, or packed member by one ranged read), verified against the
+   catalogue's sha256, as ``patient/study/series/sop.dcm``, then ``manifest.csv`` and
+   ``manifest.parquet``. A retry resumes where the killed try stopped.
+
+The archive (tiers and catalogue) is never changed. Counts only in logs and XCom.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, dag
 
-from pacs.dagkit import CATALOGUE_QUEUE, default_args, task
+from pacs.dagkit import CATALOGUE_QUEUE, POOL, default_args, task
 
 
 @dag(
@@ -49,12 +52,11 @@ from pacs.dagkit import CATALOGUE_QUEUE, default_args, task
     },
 )
 def pacs_export() -> None:
-    @task(queue=CATALOGUE_QUEUE)
-    def export(params: dict[str, Any] | None = None, run_id: str | None = None) -> dict[str, Any]:
+    @task(pool=POOL, queue=CATALOGUE_QUEUE)
+    def select(params: dict[str, Any] | None = None) -> dict[str, Any]:
         from pacs.config import load_config
         from pacs.errors import UsageError
-        from pacs.export.export import export as run_export
-        from pacs.export.export import selection
+        from pacs.export.export import save_selection, selection
 
         params = params or {}
         if not params.get("target"):
@@ -62,10 +64,18 @@ def pacs_export() -> None:
         cfg = load_config()
         sel = selection(cfg, query=params.get("query"), studies=params.get("study_uids") or (),
                         accessions=params.get("accession_numbers") or (), patient_ids=params.get("patient_ids") or ())
-        return run_export(cfg, params["target"], sel, deidentify=bool(params.get("deidentify")),
-                          run_id=run_id or "manual")
+        return save_selection(cfg, params["target"], sel, deidentify=bool(params.get("deidentify")))
 
-    export()
+    @task
+    def copy(selected: dict[str, Any], params: dict[str, Any] | None = None,
+             run_id: str | None = None) -> dict[str, Any]:
+        from pacs.config import load_config
+        from pacs.export.export import export as run_export
 
+        params = params or {}
+        return run_export(load_config(), params["target"], None, deidentify=bool(params.get("deidentify")),
+                          run_id=run_id or "manual", saved=selected["digest"])
+
+    copy(select())
 
 pacs_export()

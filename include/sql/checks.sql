@@ -50,6 +50,11 @@ WHERE (tier = 'online' AND (online_uri IS NULL OR uri <> online_uri))
 SELECT count(*) FROM image i
 ANTI JOIN image_sop k ON k.sop_hash = (md5_number(i.sop_instance_uid) >> 64)::UBIGINT;
 
+-- The studies' lookup by ingest time covers every image (include/sql/schema.sql).
+-- name: images_missing_from_study_ingest
+SELECT count(*) FROM image i
+ANTI JOIN study_ingest k ON k.study_instance_uid = i.study_instance_uid AND k.ingested_at = i.ingested_at;
+
 -- Identity corrections (include/sql/schema_admin.sql): a merged patient holds no study, and is
 -- merged into a patient that exists and is not merged itself (one hop).
 -- name: studies_under_merged_patient

@@ -107,6 +107,9 @@ SELECT sop_instance_uid, sop_class_uid, series_instance_uid, study_instance_uid,
        batch_id, now()
 FROM new_images;
 
+-- The studies' lookup by ingest time (include/sql/schema.sql): one row per study of this merge.
+INSERT INTO study_ingest SELECT DISTINCT study_instance_uid, $now FROM new_images;
+
 -- Their rows of the SOP-instance lookup (include/sql/schema.sql): ingested_at as in image above.
 INSERT INTO image_sop SELECT (md5_number(sop_instance_uid) >> 64)::UBIGINT, $now FROM new_images;
 

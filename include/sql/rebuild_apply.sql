@@ -61,4 +61,6 @@ SELECT sop_instance_uid, sop_class_uid, series_instance_uid, study_instance_uid,
 FROM rebuilt
 ORDER BY ingested_at, sop_instance_uid;
 
+INSERT INTO study_ingest SELECT DISTINCT study_instance_uid, ingested_at FROM image;
+
 INSERT INTO image_sop SELECT (md5_number(sop_instance_uid) >> 64)::UBIGINT, ingested_at FROM image;

@@ -138,6 +138,18 @@ CREATE TABLE IF NOT EXISTS image_sop (
     ingested_at TIMESTAMPTZ NOT NULL
 );
 
+-- A study's images by when they were ingested: one row per study per merge that added images to
+-- it (and the merge's ingested_at). Image rows are appended in merge order, so a study's rows
+-- sit in the row groups of its few ingested_at values: a lookup of one study's files (pacs
+-- export) reads those row groups only (zone maps), not a row per catalogued image. A filter,
+-- never the truth: a lookup checks the rows it found against study.image_count and scans image
+-- when they differ. Filled from image at the first open of a catalogue older than this table
+-- (pacs.catalogue.db.ensure_schema).
+CREATE TABLE IF NOT EXISTS study_ingest (
+    study_instance_uid VARCHAR NOT NULL,
+    ingested_at        TIMESTAMPTZ NOT NULL
+);
+
 -- Rebuilt whole when it holds fewer rows than image (a catalogue older than image_sop, or an
 -- interrupted rebuild); two row counts otherwise. A rebuild drops the token its sorted index
 -- matches (pacs.catalogue.sop_index), so that index is rebuilt too.

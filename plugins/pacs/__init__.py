@@ -39,6 +39,8 @@ Catalogue
   - ``catalogue.snapshot``   the Parquet snapshot: read consistently, one refresh's state
   - ``catalogue.snapshot_refresh``  writing it: new immutable files for what changed, manifest last
   - ``catalogue.checks``     ``summary`` and the invariant ``check``
+  - ``catalogue.backup``     verified backup generations in the offline tier, and restore
+  - ``catalogue.rebuild``    the catalogue rebuilt from the tiers alone (resumable)
 
 Journal
   - ``journal``              the runs of every workflow, typed steps, leases
@@ -85,6 +87,9 @@ Analysts
   - ``analyst.query``        snapshot reads, ``--live``, ``--deidentified``, output formats
   - ``analyst.views``        the analysts' views
   - ``analyst.deid``         keyed pseudonyms and the de-identified views
+  - ``export``               cohort export: a selection's files, verified
+  - ``export.export``        select from the catalogue, copy from the fastest verified copy, manifest
+  - ``export.deidentify``    PS3.15 Basic Application Level Confidentiality Profile for exported copies
 
 Command line (argument parsing only)
   - ``cli``                  the ``pacs`` command
@@ -98,6 +103,8 @@ Command line (argument parsing only)
   - ``cli.tiers``            ``pacs lifecycle``, ``pacs recall``, ``pacs fixity``
   - ``cli.admin``            ``pacs patient merge``, ``pacs study move``, ``pacs reject``
   - ``cli.purge``            ``pacs purge``
+  - ``cli.backup``           ``pacs backup``, ``pacs restore``, ``pacs rebuild``
+  - ``cli.export``           ``pacs export``
 
 Synthetic data (demo, tests, benchmarks)
   - ``synth``                the generators' public names

@@ -55,4 +55,4 @@ def test_a_run_exports_the_named_study_and_a_run_without_target_fails_at_once(
     assert got == expected and (target / "manifest.csv").exists()
 
     bad = _dag().test(logical_date=DAY + dt.timedelta(minutes=1), run_conf={"study_uids": [uid]})
-    assert str(bad.state) == "failed" and _tries(bad)["export"] == ("failed", 1)
+    assert str(bad.state) == "failed" and _tries(bad)["select"] == ("failed", 1)

@@ -27,6 +27,7 @@ CATALOGUE_TASKS = {
     "pacs_admin": {"correct"},
     "pacs_purge": {"plan", "purge", "discard"},
     "pacs_backup": {"backup"},
+    "pacs_export": {"select"},
 }
 
 

@@ -42,7 +42,7 @@ from fsspec.implementations.local import LocalFileSystem
 from pacs import store
 from pacs.catalogue import db
 from pacs.config import Config
-from pacs.errors import CatalogueMissingError, CorruptCopyError, UsageError
+from pacs.errors import CatalogueMissingError, CorruptCopyError, StorageError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def generations(cfg: Config) -> list[Generation]:
 
 
 def _counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    return {t: int(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in COUNTED}
+    return {t: int(con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]) for t in COUNTED}
 
 
 def _meta(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
@@ -186,11 +186,18 @@ def download(cfg: Config, gen: Generation, target: Path) -> Path:
                                f"{h.hexdigest()[:12]}… is not the manifest's {gen.manifest['sha256'][:12]}…; "
                                "restore another generation (`pacs backup --list`)")
     try:
-        duckdb.connect(str(target), read_only=True).execute("SELECT count(*) FROM image").fetchone()
+        duckdb.connect(str(target), read_only=True).execute("SELECT count(*) FROM image").fetchall()[0]
     except duckdb.Error as exc:
         target.unlink(missing_ok=True)
         raise CorruptCopyError(f"backup generation {gen.number}: DuckDB cannot open it ({exc})") from exc
     return target
+
+
+def move(src: Path, dst: Path) -> None:
+    """Rename a local file to a name that does not exist yet (never replacing one)."""
+    if not store.move_local(str(src), str(dst), fsync=True):
+        raise StorageError(f"{dst} appeared while it was being put in place; nothing was replaced (check which "
+                           "process wrote it, then run the command again)")
 
 
 def set_aside(path: Path, now: dt.datetime) -> Path | None:
@@ -199,10 +206,10 @@ def set_aside(path: Path, now: dt.datetime) -> Path | None:
         return None
     db.connect(path, timeout=30).close()  # no other process holds it: DuckDB's lock is free
     aside = path.with_name(f"{path.name}.replaced-{now:%Y%m%dT%H%M%S}")
-    os.replace(path, aside)
+    move(path, aside)
     wal = path.with_name(path.name + ".wal")
     if wal.exists():
-        os.replace(wal, aside.with_name(aside.name + ".wal"))
+        move(wal, aside.with_name(aside.name + ".wal"))
     return aside
 
 
@@ -219,7 +226,7 @@ def restore(cfg: Config, generation: int | None = None, *, force: bool = False,
     gen = pick(cfg, generation)
     tmp = download(cfg, gen, target.with_name(f"{target.name}.restore-g{gen.number}"))
     aside = set_aside(target, now)
-    os.replace(tmp, target)
+    move(tmp, target)
     with db.opened(target) as con:
         counts = _counts(con)
         refresh_snapshot(con, cfg.parquet, force=True)

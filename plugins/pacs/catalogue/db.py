@@ -116,3 +116,7 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
         "INSERT INTO catalogue_meta VALUES ('schema_version', $v) ON CONFLICT (key) DO NOTHING",
         {"v": SCHEMA_VERSION},
     )
+    # A catalogue older than study_ingest (include/sql/schema.sql): filled from image once; the
+    # two probes read one row each, so an open costs nothing more afterwards.
+    if con.execute("SELECT NOT EXISTS (SELECT 1 FROM study_ingest) AND EXISTS (SELECT 1 FROM image)").fetchall()[0][0]:
+        con.execute("INSERT INTO study_ingest SELECT DISTINCT study_instance_uid, ingested_at FROM image")

@@ -39,7 +39,6 @@ import io
 import json
 import logging
 import multiprocessing as mp
-import os
 import re
 import shutil
 import tarfile
@@ -264,7 +263,7 @@ def _images_table(rows: list[dict[str, Any]]) -> pa.Table:
 def _write_atomic(table: pa.Table, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    backups.move(tmp, path)
 
 
 def read_unit(config_path: str, folder: str, rebuild_id: str, unit: dict[str, Any]) -> dict[str, int]:
@@ -300,7 +299,7 @@ def _state(cfg: Config, folder: Path, restart: bool) -> dict[str, Any]:
              "started_at": dt.datetime.now(dt.UTC).isoformat(), "units": units}
     tmp = state_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(state))
-    os.replace(tmp, state_file)
+    backups.move(tmp, state_file)
     log.info("rebuild %s: listed %d files in %d units in %.1fs", state["rebuild_id"],
              sum(len(u["paths"]) for u in units), len(units), time.monotonic() - started)
     return state
@@ -362,7 +361,7 @@ def _assemble(cfg: Config, folder: Path, state: dict[str, Any], gen: backups.Gen
         bk_path = folder / f"backup-g{gen.number}.duckdb"
         if not bk_path.exists():
             backups.download(cfg, gen, bk_path.with_suffix(".tmp"))
-            os.replace(bk_path.with_suffix(".tmp"), bk_path)
+            backups.move(bk_path.with_suffix(".tmp"), bk_path)
     con = db.connect(target)
     try:
         images, quarantine = _parts(folder, "images"), _parts(folder, "quarantine")
@@ -380,7 +379,7 @@ def _assemble(cfg: Config, folder: Path, state: dict[str, Any], gen: backups.Gen
                 if bk_path is not None:
                     db.run(con, "rebuild_backup_times")
                 db.run(con, "rebuild_apply", {"now": now})
-                conflicts = con.execute("SELECT count(*) FROM rebuild_conflicts").fetchone()[0]
+                conflicts = con.execute("SELECT count(*) FROM rebuild_conflicts").fetchall()[0][0]
             if quarantine:
                 con.execute("CREATE TEMP TABLE found_quarantine AS SELECT * FROM read_parquet($f)", {"f": quarantine})
                 db.run(con, "rebuild_quarantine")
@@ -407,7 +406,7 @@ def _assemble(cfg: Config, folder: Path, state: dict[str, Any], gen: backups.Gen
 def _rejections_from_notes(con: duckdb.DuckDBPyConnection) -> None:
     """Without a backup: the rejections of the KOS rejection notes among the files (as the merge
     records them), in the rebuilt order of receipt."""
-    has_notes = con.execute("SELECT count(*) FROM rebuilt WHERE rejection_note IS NOT NULL").fetchone()[0]
+    has_notes = con.execute("SELECT count(*) FROM rebuilt WHERE rejection_note IS NOT NULL").fetchall()[0][0]
     if has_notes:
         con.execute("CREATE OR REPLACE TEMP VIEW new_images AS SELECT * FROM rebuilt")
         db.run(con, "merge_rejections", {"run_id": "rebuild"})
@@ -417,7 +416,7 @@ def _place(cfg: Config, folder: Path, now: dt.datetime) -> str | None:
     """Put the assembled catalogue in place of ``cfg.duckdb`` (the old one set aside)."""
     aside = backups.set_aside(cfg.duckdb, now)
     cfg.duckdb.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(folder / "catalogue.duckdb", cfg.duckdb)
+    backups.move(folder / "catalogue.duckdb", cfg.duckdb)
     (folder / "placed").write_text(str(aside or ""))
     return str(aside) if aside else None
 
@@ -427,7 +426,7 @@ def _placed_by(cfg: Config, folder: Path, state: dict[str, Any]) -> bool:
     if not (folder / "placed").exists() or not cfg.duckdb.exists():
         return False
     with db.opened(cfg.duckdb, read_only=True) as con:
-        row = con.execute("SELECT value FROM catalogue_meta WHERE key = 'rebuild_id'").fetchone()
+        row = con.execute("SELECT value FROM catalogue_meta WHERE key = 'rebuild_id'").fetchall()[0]
     return bool(row) and row[0] == state["rebuild_id"]
 
 

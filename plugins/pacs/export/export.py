@@ -112,17 +112,37 @@ def select(cfg: Config, sel: Selection) -> pa.Table:
     if not cfg.duckdb.exists():
         raise CatalogueMissingError(f"catalogue {cfg.duckdb} does not exist yet (run pacs_ingest first)")
     with db.opened(cfg.duckdb, read_only=True) as con:
-        params = {"studies": sorted(sel.studies), "series": sorted(sel.series), "sops": sorted(sel.sops),
-                  "accessions": sorted(sel.accessions), "patients": sorted(sel.patients)}
-        db.run(con, "export_select", params)
-        table = con.sql("SELECT * FROM export_selected ORDER BY study_instance_uid, series_instance_uid, "
-                        "sop_instance_uid").to_arrow_table()
-        unknown = con.execute("SELECT kind, value FROM export_unknown ORDER BY ALL LIMIT 5").fetchall()
+        return select_with(con, sel)
+
+
+def select_with(con: Any, sel: Selection) -> pa.Table:
+    """:func:`select` on an open catalogue connection (read-only is enough).
+
+    A selected study's image rows are read in the row groups of its ingest times only (table
+    ``study_ingest``): the lookup costs the study, not the catalogue (``bench/random_access.py``).
+    The rows found are checked against the studies' ``image_count``; a shortfall (a filter that
+    missed rows) falls back to a scan of ``image``, so the lookup is never short of files.
+    """
+    params = {"studies": sorted(sel.studies), "series": sorted(sel.series), "sops": sorted(sel.sops),
+              "accessions": sorted(sel.accessions), "patients": sorted(sel.patients)}
+    db.run(con, "export_select", params)
+    unknown = con.execute("SELECT kind, value FROM export_unknown ORDER BY ALL LIMIT 5").fetchall()
     if unknown:
         kind, value = unknown[0]
         raise UsageError(f"{kind} {value!r} is not catalogued" + (f" (and {len(unknown) - 1} more)"
                                                                    if len(unknown) > 1 else ""))
-    return table
+    lo, hi = con.execute("SELECT min(k.ingested_at), max(k.ingested_at) FROM study_ingest k "
+                         "SEMI JOIN export_studies USING (study_instance_uid)").fetchall()[0]
+    expected = con.execute("SELECT coalesce(sum(image_count), 0) FROM study "
+                           "SEMI JOIN export_studies USING (study_instance_uid)").fetchall()[0][0]
+    if lo is None:  # no study selected (or none in study_ingest): the range reads no row group
+        lo = hi = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    db.run(con, "export_study_images_range", {"lo": lo, "hi": hi})
+    if con.execute("SELECT count(*) FROM export_study_images").fetchall()[0][0] != expected:
+        db.run(con, "export_study_images_scan")
+    db.run(con, "export_selected", {"series": params["series"], "sops": params["sops"]})
+    return con.sql("SELECT * FROM export_selected ORDER BY study_instance_uid, series_instance_uid, "
+                   "sop_instance_uid").to_arrow_table()
 
 
 def _patient_folder(patient_id: str | None) -> str:
@@ -204,14 +224,45 @@ def _done_parts(target: Location, prefix: str) -> set[int]:
     return {int(m.group(1)) for n in names if (m := re.fullmatch(r"part-(\d{6})\.parquet", n))}
 
 
-def export(cfg: Config, target_url: str, sel: Selection, *, deidentify: bool = False, key: bytes | None = None,
-           workers: int = 8, run_id: str = "manual") -> dict[str, Any]:
-    """Export the selection to ``target_url``; resumable (see the module text). Returns counts."""
+def _target(cfg: Config, target_url: str) -> Location:
     target = Location.at("export", target_url)
     for loc in cfg.all_roots():
         if target.overlaps(loc):
             raise UsageError(f"export target {target_url} is inside the archive's {loc.name} location "
                              f"({loc.url}); export to a folder or prefix of its own")
+    return target
+
+
+def _digest(sel: Selection, deidentify: bool) -> str:
+    return f"{sel.digest()}-{'deid' if deidentify else 'orig'}"
+
+
+def save_selection(cfg: Config, target_url: str, sel: Selection, *, deidentify: bool = False) -> dict[str, Any]:
+    """Resolve the selection in the catalogue and keep it under the target's ``.pacs-export/``
+    (the ``pacs_export`` DAG: this step runs where the catalogue is, the copy anywhere)."""
+    target = _target(cfg, target_url)
+    table = select(cfg, sel)
+    digest = _digest(sel, deidentify)
+    with store.tier_faults(target):
+        _write_parquet(target, f"{STATE}/{digest}/selection.parquet", table)
+    return {"digest": digest, "instances": table.num_rows,
+            "studies": len(set(table.column("study_instance_uid").to_pylist()))}
+
+
+def load_selection(target_url: str, digest: str) -> pa.Table:
+    """The selection :func:`save_selection` kept."""
+    target = Location.at("export", target_url)
+    return pq.read_table(io.BytesIO(store.read(target, target.path(f"{STATE}/{digest}/selection.parquet"))))
+
+
+def export(cfg: Config, target_url: str, sel: Selection | None, *, deidentify: bool = False,
+           key: bytes | None = None, workers: int = 8, run_id: str = "manual",
+           saved: str | None = None) -> dict[str, Any]:
+    """Export the selection to ``target_url``; resumable (see the module text). Returns counts.
+
+    ``saved``: the digest of a selection :func:`save_selection` kept (then ``sel`` is not needed
+    and the catalogue is not opened)."""
+    target = _target(cfg, target_url)
     deid = None
     if deidentify:
         from pacs.analyst.deid import pseudonym_key, require_key
@@ -219,8 +270,12 @@ def export(cfg: Config, target_url: str, sel: Selection, *, deidentify: bool = F
 
         deid = Deidentifier(require_key(key if key is not None else pseudonym_key()))
     started = time.monotonic()
-    rows = select(cfg, sel).to_pylist()
-    digest = f"{sel.digest()}-{'deid' if deidentify else 'orig'}"
+    if saved is not None:
+        digest, rows = saved, load_selection(target_url, saved).to_pylist()
+    elif sel is not None:
+        digest, rows = _digest(sel, deidentify), select(cfg, sel).to_pylist()
+    else:
+        raise UsageError("nothing selected")
     prefix = f"{STATE}/{digest}"
     done = _done_parts(target, prefix)
     chunks = [rows[i:i + CHUNK] for i in range(0, len(rows), CHUNK)]

@@ -141,7 +141,7 @@ def test_a_misspelt_key_lists_the_allowed_and_the_missing_required_keys(tmp_path
     path.write_text(path.read_text().replace("\nonline:", "\nonlin:"))
     line = _assert_one_line(["--config", str(path), "lifecycle", "--dry-run"], [
         str(path), "unknown top-level key(s) ['onlin'] (did you mean 'online' for 'onlin'?)",
-        "missing required key(s) ['online']", "allowed: ['capacity', 'catalogue',"], cwd)
+        "missing required key(s) ['online']", "allowed: ['backup', 'capacity', 'catalogue',"], cwd)
     assert "of which ['landing', 'online', 'offline', 'quarantine', 'catalogue'] are required" in line
 
 
