@@ -43,10 +43,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pacs import store
-from pacs.catalogue import db
+from pacs.catalogue import db, sql
 from pacs.config import Config
 from pacs.dicom.validation import is_valid_uid
 from pacs.errors import CatalogueMissingError, CorruptCopyError, UsageError
@@ -122,27 +123,57 @@ def select_with(con: Any, sel: Selection) -> pa.Table:
     ``study_ingest``): the lookup costs the study, not the catalogue (``bench/random_access.py``).
     The rows found are checked against the studies' ``image_count``; a shortfall (a filter that
     missed rows) falls back to a scan of ``image``, so the lookup is never short of files.
+    Selectors that name nothing catalogued are a :class:`UsageError` (the first few named).
     """
-    params = {"studies": sorted(sel.studies), "series": sorted(sel.series), "sops": sorted(sel.sops),
-              "accessions": sorted(sel.accessions), "patients": sorted(sel.patients)}
-    db.run(con, "export_select", params)
-    unknown = con.execute("SELECT kind, value FROM export_unknown ORDER BY ALL LIMIT 5").fetchall()
+    q = sql.named_queries("export_lookup")
+
+    def rows(name: str, **params: Any) -> list[tuple[Any, ...]]:
+        return con.execute(q[name], sql.params_for(q[name], params)).fetchall()
+
+    def table(name: str, **params: Any) -> pa.Table:
+        return con.execute(q[name], sql.params_for(q[name], params)).to_arrow_table()
+
+    studies = rows("studies", studies=sorted(sel.studies), accessions=sorted(sel.accessions),
+                   patients=sorted(sel.patients)) if (sel.studies or sel.accessions or sel.patients) else []
+    unknown = [("StudyInstanceUID", v) for v in sorted(sel.studies - {r[0] for r in studies})]
+    unknown += [("AccessionNumber", v) for v in sorted(sel.accessions - {r[2] for r in studies})]
+    if sel.patients:
+        merged = {r[0] for r in rows("merged_patients", patients=sorted(sel.patients))}
+        unknown += [("PatientID", v) for v in sorted(sel.patients - {r[1] for r in studies} - merged)]
+    parts, patient_of = [], {r[0]: r[1] for r in studies}
+    if studies:
+        uids = sorted(patient_of)
+        (lo, hi), = rows("ingest_range", studies=uids)
+        found = table("study_images", studies=uids, lo=lo, hi=hi) if lo is not None else None
+        if found is None or found.num_rows != sum(r[3] for r in studies):
+            found = table("study_images_scan", studies=uids)
+        parts.append(found)
+    if sel.series or sel.sops:
+        named = table("named_images", series=sorted(sel.series), sops=sorted(sel.sops))
+        unknown += [("SeriesInstanceUID", v) for v in
+                    sorted(sel.series - {r[0] for r in rows("known_series", series=sorted(sel.series))})]
+        unknown += [("SOPInstanceUID", v) for v in sorted(sel.sops - set(named.column("sop_instance_uid").to_pylist()))]
+        missing = sorted(set(named.column("study_instance_uid").to_pylist()) - set(patient_of))
+        patient_of.update(dict(rows("patients_of", studies=missing)) if missing else {})
+        parts.append(named)
     if unknown:
         kind, value = unknown[0]
         raise UsageError(f"{kind} {value!r} is not catalogued" + (f" (and {len(unknown) - 1} more)"
                                                                    if len(unknown) > 1 else ""))
-    lo, hi = con.execute("SELECT min(k.ingested_at), max(k.ingested_at) FROM study_ingest k "
-                         "SEMI JOIN export_studies USING (study_instance_uid)").fetchall()[0]
-    expected = con.execute("SELECT coalesce(sum(image_count), 0) FROM study "
-                           "SEMI JOIN export_studies USING (study_instance_uid)").fetchall()[0][0]
-    if lo is None:  # no study selected (or none in study_ingest): the range reads no row group
-        lo = hi = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-    db.run(con, "export_study_images_range", {"lo": lo, "hi": hi})
-    if con.execute("SELECT count(*) FROM export_study_images").fetchall()[0][0] != expected:
-        db.run(con, "export_study_images_scan")
-    db.run(con, "export_selected", {"series": params["series"], "sops": params["sops"]})
-    return con.sql("SELECT * FROM export_selected ORDER BY study_instance_uid, series_instance_uid, "
-                   "sop_instance_uid").to_arrow_table()
+    images = pa.concat_tables(parts).group_by("sop_instance_uid").aggregate([]) if len(parts) > 1 else None
+    picked = parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+    if images is not None:  # a SOP instance selected twice (its study and its series) is exported once
+        first = pc.index_in(images.column("sop_instance_uid"), value_set=picked.column("sop_instance_uid"))
+        picked = picked.take(first)
+    sops = picked.column("sop_instance_uid").to_pylist()
+    rejected = {r[0] for r in rows("rejected", sops=sops)} if sops else set()
+    if rejected:
+        picked = picked.filter(pc.invert(pc.is_in(picked.column("sop_instance_uid"),
+                                                  value_set=pa.array(sorted(rejected), pa.string()))))
+    patients = pa.array([patient_of.get(u) for u in picked.column("study_instance_uid").to_pylist()], pa.string())
+    picked = picked.add_column(3, "patient_id", patients)
+    order = pc.sort_indices(picked, sort_keys=[(c, "ascending") for c in UID_COLUMNS])
+    return picked.take(order)
 
 
 def _patient_folder(patient_id: str | None) -> str:
