@@ -193,12 +193,42 @@ def _copies(cfg: Config, r: dict[str, Any]) -> list[tuple[str, Location, str, in
     return out
 
 
-def read_verified(cfg: Config, r: dict[str, Any], counts: dict[str, int], lock: threading.Lock) -> tuple[bytes, str]:
+class _Spans:
+    """The byte spans of the series tars a chunk reads members of: one ranged read per tar covers
+    every member of it the chunk needs (instead of one request per member), kept for the chunk."""
+
+    def __init__(self, cfg: Config, chunk: list[dict[str, Any]]) -> None:
+        self.cfg, self.lock = cfg, threading.Lock()
+        self.wanted: dict[str, tuple[int, int]] = {}
+        for r in chunk:
+            if r["online_uri"] is None and r["offline_offset"] is not None:
+                lo, hi = self.wanted.get(r["offline_uri"], (r["offline_offset"], 0))
+                self.wanted[r["offline_uri"]] = (min(lo, r["offline_offset"]),
+                                                 max(hi, r["offline_offset"] + r["offline_length"]))
+        self.held: dict[str, tuple[int, bytes]] = {}
+        self.locks = {uri: threading.Lock() for uri in self.wanted}
+
+    def read(self, uri: str, offset: int, length: int) -> bytes:
+        if uri not in self.wanted:
+            return store.read(self.cfg.offline, uri, offset, length)
+        with self.locks[uri]:
+            if uri not in self.held:
+                lo, hi = self.wanted[uri]
+                self.held[uri] = (lo, store.read(self.cfg.offline, uri, lo, hi - lo))
+        start, data = self.held[uri]
+        return data[offset - start:offset - start + length]
+
+
+def read_verified(cfg: Config, r: dict[str, Any], counts: dict[str, int], lock: threading.Lock,
+                  spans: _Spans | None = None) -> tuple[bytes, str]:
     """One instance's bytes from its fastest copy whose sha256 matches the catalogue's."""
     problems = []
     for tier, loc, uri, offset, length in _copies(cfg, r):
         try:
-            data = store.read(loc, uri, offset, length)
+            if spans is not None and tier == "offline-packed":
+                data = spans.read(uri, offset, length)
+            else:
+                data = store.read(loc, uri, offset, length)
         except FileNotFoundError:
             problems.append(f"{tier} copy missing")
             continue
@@ -217,8 +247,8 @@ class _Writer:
         self.cfg, self.target, self.deid, self.counts = cfg, target, deid, counts
         self.lock = threading.Lock()
 
-    def one(self, r: dict[str, Any]) -> dict[str, Any]:
-        data, tier = read_verified(self.cfg, r, self.counts, self.lock)
+    def one(self, r: dict[str, Any], spans: _Spans | None = None) -> dict[str, Any]:
+        data, tier = read_verified(self.cfg, r, self.counts, self.lock, spans)
         uids = [r[c] for c in UID_COLUMNS]
         patient = _patient_folder(r["patient_id"])
         if self.deid is not None:
@@ -322,7 +352,8 @@ def export(cfg: Config, target_url: str, sel: Selection | None, *, deidentify: b
         for n, chunk in enumerate(chunks):
             if n in done:
                 continue
-            futures = [pool.submit(writer.one, r) for r in chunk]
+            spans = _Spans(cfg, chunk)
+            futures = [pool.submit(writer.one, r, spans) for r in chunk]
             out = []
             for fut in futures:
                 try:

@@ -1,0 +1,150 @@
+"""Cohort export against a plain parallel copy of the same objects, from each tier, in one run.
+
+A 500-image CT study (``bench/common.py``'s cached set of 0.5 MB slices, one study) is ingested
+into three archives whose offline tier is moto's S3 server on 127.0.0.1 (started here): (a) left
+online; (b) moved offline per file; (c) moved offline packed in series tars (the lifecycle at a
+date when every study is past retention). For each, ``pacs export`` of the study
+(``pacs.export.export.export``, 8 threads, every file verified against its sha256) is timed:
+
+- **first byte**: the selection from the catalogue and the first verified read (what an export
+  does before it writes its first file);
+- **last file**: the whole export, manifest included.
+
+The peer, in the same run, copies the same objects with no catalogue and no verification: ``cp
+-r`` of the study's online folder; s3fs ``get`` of the study's objects (per file, or the series
+tars whole) with s3fs's own concurrency. Ratio = peer seconds / export seconds (target ≥ 1).
+
+Prints a table and one JSON line; nothing is asserted.
+
+Run: ``.venv/bin/python bench/export_rate.py [--files 500] [--workdir /tmp/pacs-bench]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+import common
+import yaml
+
+BUCKET = "pacs-bench-offline"
+
+
+def _archive(base: Path, offline: str, packing: bool) -> Any:
+    from pacs.config import load_config
+
+    common.rmtree(base)
+    path = common.write_config(base, workers=2, fsync=False)
+    raw = yaml.safe_load(path.read_text())
+    raw["offline"] = offline
+    raw["policy"] = {"online_retention_years": 1, "packing": packing}
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return load_config(path)
+
+
+def _setup(workdir: Path, src: Path, name: str, tier: str, packing: bool) -> tuple[Any, str]:
+    from pacs.intake import run_ingest
+    from pacs.tiers.lifecycle import run_lifecycle
+
+    cfg = _archive(workdir / f"export-{name}", f"s3://{BUCKET}/{name}", packing)
+    common.copy_tree(src, Path(cfg.landing[0].root))
+    run_ingest(cfg)
+    if tier == "offline":
+        run_lifecycle(cfg, logical_date=dt.date.today() + dt.timedelta(days=3650))
+    con = __import__("duckdb").connect(str(cfg.duckdb), read_only=True)
+    uid = con.execute("SELECT study_instance_uid FROM study ORDER BY image_count DESC LIMIT 1").fetchall()[0][0]
+    con.close()
+    return cfg, uid
+
+
+def _export(cfg: Any, uid: str, out: Path) -> dict[str, Any]:
+    from pacs.export import export as ex
+
+    common.rmtree(out)
+    t0 = time.perf_counter()
+    rows = ex.select(cfg, ex.Selection(studies={uid})).to_pylist()
+    ex.read_verified(cfg, rows[0], {"corrupt_copies": 0}, threading.Lock())
+    first = time.perf_counter() - t0
+    common.rmtree(out)
+    t0 = time.perf_counter()
+    got = ex.export(cfg, str(out), ex.Selection(studies={uid}), workers=8)
+    return {"first_byte_s": first, "last_file_s": time.perf_counter() - t0, "files": got["files"],
+            "bytes": got["bytes"], "tiers": {k: v for k, v in got.items() if k.startswith("from_") and v}}
+
+
+def _peer(cfg: Any, uid: str, tier: str, out: Path) -> float:
+    common.rmtree(out)
+    out.mkdir(parents=True)
+    if tier == "online":
+        con = __import__("duckdb").connect(str(cfg.duckdb), read_only=True)
+        folder = Path(con.execute("SELECT online_uri FROM image WHERE study_instance_uid = $u LIMIT 1",
+                                  {"u": uid}).fetchall()[0][0]).parent.parent
+        con.close()
+        t0 = time.perf_counter()
+        subprocess.run(["cp", "-r", str(folder), str(out)], check=True)
+        return time.perf_counter() - t0
+    con = __import__("duckdb").connect(str(cfg.duckdb), read_only=True)
+    uris = sorted({r[0] for r in con.execute("SELECT offline_uri FROM image WHERE study_instance_uid = $u",
+                                             {"u": uid}).fetchall()})
+    con.close()
+    fs = cfg.offline.fs
+    t0 = time.perf_counter()
+    fs.get([u.removeprefix("s3://") for u in uris], str(out) + "/")
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from helpers import MotoServer
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--files", type=int, default=500)
+    p.add_argument("--workdir", type=Path, default=Path("/tmp/pacs-bench"))
+    args = p.parse_args(argv)
+    start = common.code_version()
+    server = MotoServer()
+    server.start()
+    try:
+        os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+                           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": server.endpoint,
+                           "AWS_ENDPOINT_URL": server.endpoint})
+        import s3fs
+
+        s3fs.S3FileSystem(endpoint_url=server.endpoint).mkdir(BUCKET)
+        from pacs import synth
+
+        src = args.workdir / "sets" / f"ct-study-{args.files}"
+        if not src.exists():
+            synth.generate_ct_slices(src, args.files, per_series=args.files // 2)
+        results: dict[str, Any] = {}
+        for name, tier, packing in (("online", "online", False), ("offline", "offline", False),
+                                    ("offline-packed", "offline", True)):
+            cfg, uid = _setup(args.workdir, src, name, tier, packing)
+            got = _export(cfg, uid, args.workdir / f"export-out-{name}")
+            got["peer_s"] = _peer(cfg, uid, tier, args.workdir / f"peer-out-{name}")
+            got["ratio"] = common.ratio(got["peer_s"], got["last_file_s"])
+            results[name] = got
+    finally:
+        server.stop()
+    common.print_table(
+        [f"study of {args.files} images from", "first byte s", "last file s", "MB/s", "peer s", "peer/export"],
+        [[k, common.fmt(v["first_byte_s"], 3), common.fmt(v["last_file_s"], 2),
+          common.fmt(v["bytes"] / 1e6 / v["last_file_s"]), common.fmt(v["peer_s"], 2), common.fmt(v["ratio"], 2)]
+         for k, v in results.items()],
+        title="pacs export (verified) vs plain parallel copy (cp -r / s3fs get), same objects, same run")
+    common.final_json({"bench": "export_rate", "files": args.files, "results": results,
+                       "machine": common.machine_info(), "code": common.provenance(start)})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
