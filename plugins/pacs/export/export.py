@@ -131,7 +131,7 @@ def select_with(con: Any, sel: Selection) -> pa.Table:
         return con.execute(q[name], sql.params_for(q[name], params)).fetchall()
 
     def table(name: str, **params: Any) -> pa.Table:
-        return con.execute(q[name], sql.params_for(q[name], params)).to_arrow_table()
+        return con.sql(q[name], params=sql.params_for(q[name], params)).to_arrow_table()
 
     studies = rows("studies", studies=sorted(sel.studies), accessions=sorted(sel.accessions),
                    patients=sorted(sel.patients)) if (sel.studies or sel.accessions or sel.patients) else []
