@@ -122,9 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         s3fs.S3FileSystem(endpoint_url=server.endpoint).mkdir(BUCKET)
         from pacs import synth
 
-        src = args.workdir / "sets" / f"ct-study-{args.files}"
+        src = args.workdir / "sets" / f"ct-one-study-{args.files}"
         if not src.exists():
-            synth.generate_ct_slices(src, args.files, per_series=args.files // 2)
+            synth.generate_ct_slices(src, args.files, per_series=args.files)
         results: dict[str, Any] = {}
         for name, tier, packing in (("online", "online", False), ("offline", "offline", False),
                                     ("offline-packed", "offline", True)):
