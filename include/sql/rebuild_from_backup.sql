@@ -9,7 +9,7 @@ FROM bk.study b
 WHERE study.study_instance_uid = b.study_instance_uid AND b.header_patient_id IS NOT NULL;
 
 INSERT INTO patient BY NAME
-SELECT * FROM bk.patient b WHERE b.patient_id NOT IN (SELECT patient_id FROM patient);
+SELECT * REPLACE (now() AS updated_at) FROM bk.patient b WHERE b.patient_id NOT IN (SELECT patient_id FROM patient);
 
 UPDATE patient SET merged_into = b.merged_into, created_at = b.created_at, updated_at = now()
 FROM bk.patient b
