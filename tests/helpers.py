@@ -110,3 +110,23 @@ def s3fs_for(server: MotoServer) -> Any:
                           use_listings_cache=False)
         server._fs, server._fs_endpoint = fs, server.endpoint
     return fs
+
+
+def parsed_dag(dag_id: str) -> Any:
+    """One of the project's DAGs as Airflow parses it from ``dags/`` (no import error allowed)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    assert not bag.import_errors, bag.import_errors
+    return bag.dags[dag_id]
+
+
+def task_tries(dr: Any) -> dict[str, tuple[str, int]]:
+    """Each task of a DAG run: its final state and how many tries it took."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        tis = session.query(TaskInstance).filter(TaskInstance.dag_id == dr.dag_id,
+                                                 TaskInstance.run_id == dr.run_id).all()
+        return {t.task_id: (str(t.state), t.try_number) for t in tis}

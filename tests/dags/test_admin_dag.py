@@ -19,7 +19,7 @@ from typing import Any
 
 import pydicom
 import pytest
-from helpers import ROOT
+from helpers import ROOT, task_tries
 from helpers import query as _q
 from pydicom.uid import generate_uid
 
@@ -40,16 +40,6 @@ def _dag(dag_id: str) -> Any:
     bag = DagBag(dag_folder=str(ROOT / "dags"))
     assert not bag.import_errors, bag.import_errors
     return bag.dags[dag_id]
-
-
-def _tries(dr: Any) -> dict[str, tuple[str, int]]:
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        tis = session.query(TaskInstance).filter(TaskInstance.dag_id == dr.dag_id,
-                                                 TaskInstance.run_id == dr.run_id).all()
-        return {t.task_id: (str(t.state), t.try_number) for t in tis}
 
 
 @pytest.fixture
@@ -85,10 +75,10 @@ def test_study_move_and_patient_merge_runs_are_recorded_and_later_files_follow_t
 
     move = _dag("pacs_admin").test(logical_date=DAY, run_conf={
         "action": "study_move", "study": s1, "to_patient": "RIGHT-2", "reason": "modality worklist error"})
-    assert str(move.state) == "success", _tries(move)
+    assert str(move.state) == "success", task_tries(move)
     merge = _dag("pacs_admin").test(logical_date=DAY + dt.timedelta(minutes=1), run_conf={
         "action": "patient_merge", "from_patient": "ALIAS-3", "into_patient": "RIGHT-2", "reason": "duplicate MRN"})
-    assert str(merge.state) == "success", _tries(merge)
+    assert str(merge.state) == "success", task_tries(merge)
     assert _q(cfg, "SELECT action, study_instance_uid, from_patient_id, to_patient_id, run_id FROM correction "
                    "ORDER BY corrected_at") == [
         ("study_move", s1, "WRONG-1", "RIGHT-2", move.run_id),
@@ -117,7 +107,7 @@ def test_a_run_naming_an_unknown_study_fails_at_once_and_changes_nothing(landed)
     dr = _dag("pacs_admin").test(logical_date=DAY, run_conf={
         "action": "study_move", "study": "1.2.3.999", "to_patient": "P-1", "reason": "test"})
     assert str(dr.state) == "failed"
-    assert _tries(dr)["correct"] == ("failed", 1), "a terminal error was retried"
+    assert task_tries(dr)["correct"] == ("failed", 1), "a terminal error was retried"
     assert _q(cfg, "SELECT count(*) FROM correction")[0][0] == 0
 
 
@@ -133,12 +123,12 @@ def test_a_reject_run_records_the_rejections_and_the_snapshot_views_leave_them_o
     wrong = _dag("pacs_admin").test(logical_date=DAY, run_conf={
         "action": "reject", "series": bad, "reason": "bad quality"})
     assert str(wrong.state) == "failed"
-    assert _tries(wrong)["correct"] == ("failed", 1), "a terminal error was retried"
+    assert task_tries(wrong)["correct"] == ("failed", 1), "a terminal error was retried"
     assert _q(cfg, "SELECT count(*) FROM rejection")[0][0] == 0
 
     dr = _dag("pacs_admin").test(logical_date=DAY + dt.timedelta(minutes=1), run_conf={
         "action": "reject", "series": bad, "reason": "113001", "note": "motion"})
-    assert str(dr.state) == "success", _tries(dr)
+    assert str(dr.state) == "success", task_tries(dr)
     assert sorted(_q(cfg, "SELECT sop_instance_uid, code, source, reason, run_id FROM rejection")) == sorted(
         (sop, "113001", "cli", "motion", dr.run_id) for sop in rejected)
 

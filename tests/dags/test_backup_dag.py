@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
 
 import pytest
-from helpers import ROOT
+from helpers import parsed_dag
 from helpers import query as _q
 
 from pacs import synth
@@ -22,14 +21,6 @@ pytestmark = pytest.mark.slow
 DAY = dt.datetime(2026, 6, 1, 2, 30, tzinfo=dt.UTC)
 
 
-def _dag() -> Any:
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(ROOT / "dags"))
-    assert not bag.import_errors, bag.import_errors
-    return bag.dags["pacs_backup"]
-
-
 def test_nightly_runs_keep_verified_generations(archive, airflow_db, monkeypatch: pytest.MonkeyPatch,
                                                 tmp_path: Path) -> None:
     cfg = archive(backup={"keep": 2})
@@ -38,7 +29,7 @@ def test_nightly_runs_keep_verified_generations(archive, airflow_db, monkeypatch
     synth.generate_archive(landing / "a", seed=41, patients=2, count_scale=0.02, size_scale=0.02)
     run_ingest(cfg)
     first_images = _q(cfg, "SELECT count(*) FROM image")[0][0]
-    dag = _dag()
+    dag = parsed_dag("pacs_backup")
     runs = []
     for day in range(3):
         if day == 1:  # more images arrive between the first and the second backup

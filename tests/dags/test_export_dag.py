@@ -6,10 +6,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from pathlib import Path
-from typing import Any
 
 import pytest
-from helpers import ROOT
+from helpers import parsed_dag, task_tries
 from helpers import query as _q
 
 from pacs import synth
@@ -18,24 +17,6 @@ from pacs.intake import run_ingest
 pytestmark = pytest.mark.slow
 
 DAY = dt.datetime(2026, 6, 1, 9, 0, tzinfo=dt.UTC)
-
-
-def _dag() -> Any:
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(ROOT / "dags"))
-    assert not bag.import_errors, bag.import_errors
-    return bag.dags["pacs_export"]
-
-
-def _tries(dr: Any) -> dict[str, tuple[str, int]]:
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        tis = session.query(TaskInstance).filter(TaskInstance.dag_id == dr.dag_id,
-                                                 TaskInstance.run_id == dr.run_id).all()
-        return {t.task_id: (str(t.state), t.try_number) for t in tis}
 
 
 def test_a_run_exports_the_named_study_and_a_run_without_target_fails_at_once(
@@ -48,11 +29,12 @@ def test_a_run_exports_the_named_study_and_a_run_without_target_fails_at_once(
     expected = dict(_q(cfg, "SELECT sop_instance_uid, sha256 FROM image WHERE study_instance_uid = $u", {"u": uid}))
     target = tmp_path / "cohort"
 
-    dr = _dag().test(logical_date=DAY, run_conf={"target": str(target), "accession_numbers": [accession]})
+    dag = parsed_dag("pacs_export")
+    dr = dag.test(logical_date=DAY, run_conf={"target": str(target), "accession_numbers": [accession]})
 
     assert str(dr.state) == "success"
     got = {p.stem: hashlib.sha256(p.read_bytes()).hexdigest() for p in target.rglob("*.dcm")}
     assert got == expected and (target / "manifest.csv").exists()
 
-    bad = _dag().test(logical_date=DAY + dt.timedelta(minutes=1), run_conf={"study_uids": [uid]})
-    assert str(bad.state) == "failed" and _tries(bad)["select"] == ("failed", 1)
+    bad = dag.test(logical_date=DAY + dt.timedelta(minutes=1), run_conf={"study_uids": [uid]})
+    assert str(bad.state) == "failed" and task_tries(bad)["select"] == ("failed", 1)

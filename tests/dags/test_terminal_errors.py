@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ROOT
+from helpers import ROOT, task_tries
 
 pytestmark = pytest.mark.slow
 
@@ -28,16 +28,6 @@ def _dag(dag_id: str) -> Any:
     return bag.dags[dag_id]
 
 
-def _tries(dr: Any) -> dict[str, tuple[str, int]]:
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        tis = session.query(TaskInstance).filter(TaskInstance.dag_id == dr.dag_id,
-                                                 TaskInstance.run_id == dr.run_id).all()
-        return {t.task_id: (str(t.state), t.try_number) for t in tis}
-
-
 def test_recall_of_an_unknown_study_fails_in_seconds_naming_it(archive, airflow_db,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = archive()
@@ -48,7 +38,7 @@ def test_recall_of_an_unknown_study_fails_in_seconds_naming_it(archive, airflow_
     dr = dag.test(run_conf={"study_uids": [UNKNOWN_STUDY]})
     elapsed = time.monotonic() - started
     assert str(dr.state) == "failed"
-    assert _tries(dr)["recall"] == ("failed", 1), "a terminal error was retried"
+    assert task_tries(dr)["recall"] == ("failed", 1), "a terminal error was retried"
     assert elapsed < dag.default_args["retry_delay"].total_seconds(), f"took {elapsed:.0f}s"
     alerts = list(Path(cfg.reports.root).glob("alerts/*/pacs_recall.recall.*.json"))
     assert alerts, "the failure callback recorded no alert"
@@ -68,6 +58,6 @@ def test_a_configuration_mistake_fails_the_first_task_at_once(tmp_path: Path, ai
     dr = _dag("pacs_ingest").test()
     elapsed = time.monotonic() - started
     assert str(dr.state) == "failed"
-    failed = {task: tries for task, (state, tries) in _tries(dr).items() if state == "failed"}
-    assert failed and set(failed.values()) == {1}, _tries(dr)
+    failed = {task: tries for task, (state, tries) in task_tries(dr).items() if state == "failed"}
+    assert failed and set(failed.values()) == {1}, task_tries(dr)
     assert elapsed < 30, f"took {elapsed:.0f}s"

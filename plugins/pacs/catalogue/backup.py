@@ -64,7 +64,7 @@ class Generation:
 
     @property
     def key(self) -> str:
-        return f"{BACKUP_PREFIX}/g{self.number:06d}"
+        return _gen_key(self.number)
 
 
 def _gen_key(number: int) -> str:
@@ -98,7 +98,8 @@ def generations(cfg: Config) -> list[Generation]:
     return out
 
 
-def _counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+def counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Rows of the catalogue's main tables (a backup's manifest, a restore's and a rebuild's output)."""
     return {t: int(con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]) for t in COUNTED}
 
 
@@ -115,7 +116,7 @@ def backup(cfg: Config, *, run_id: str = "manual", now: dt.datetime | None = Non
     started = time.monotonic()
     with store.tier_faults(cfg.offline), db.opened(cfg.duckdb) as con:
         con.execute("CHECKPOINT")
-        counts, meta = _counts(con), _meta(con)
+        held, meta = counts(con), _meta(con)
         number = max(_numbers(cfg), default=0) + 1  # under the catalogue's lock: one backup at a time
         dst = cfg.offline.path(f"{_gen_key(number)}/{_FILE}")
         written = store.copy_stream(LocalFileSystem(), str(cfg.duckdb), cfg.offline, dst, fsync=True)
@@ -127,7 +128,7 @@ def backup(cfg: Config, *, run_id: str = "manual", now: dt.datetime | None = Non
                                    f"copied file's {written.sha256[:12]}…; the generation is not listed")
         manifest = {
             "generation": number, "created_at": now.isoformat(), "run_id": run_id, "method": "checkpoint-copy",
-            "file": _FILE, "sha256": written.sha256, "size_bytes": written.size, "counts": counts,
+            "file": _FILE, "sha256": written.sha256, "size_bytes": written.size, "counts": held,
             "schema_version": meta.get("schema_version"), "duckdb_version": duckdb.__version__,
             "catalogue": str(cfg.duckdb),
         }
@@ -137,9 +138,9 @@ def backup(cfg: Config, *, run_id: str = "manual", now: dt.datetime | None = Non
         pruned = _prune(cfg, number)
     seconds = time.monotonic() - started
     log.info("backup: generation %d, %d bytes, %d images, copied in %.1fs, verified in %.1fs; %d pruned",
-             number, written.size, counts["image"], copied, seconds - copied, len(pruned))
+             number, written.size, held["image"], copied, seconds - copied, len(pruned))
     return {"generation": number, "uri": cfg.offline.uri(dst), "sha256": written.sha256, "bytes": written.size,
-            "counts": counts, "seconds": round(seconds, 2), "pruned": pruned, "kept": cfg.backup.keep}
+            "counts": held, "seconds": round(seconds, 2), "pruned": pruned, "kept": cfg.backup.keep}
 
 
 def _prune(cfg: Config, newest: int) -> list[int]:
@@ -228,8 +229,8 @@ def restore(cfg: Config, generation: int | None = None, *, force: bool = False,
     aside = set_aside(target, now)
     move(tmp, target)
     with db.opened(target) as con:
-        counts = _counts(con)
+        restored = counts(con)
         refresh_snapshot(con, cfg.parquet, force=True)
-    log.info("restore: generation %d in place of %s (%d images)", gen.number, target, counts["image"])
+    log.info("restore: generation %d in place of %s (%d images)", gen.number, target, restored["image"])
     return {"generation": gen.number, "created_at": gen.manifest.get("created_at"), "catalogue": str(target),
-            "replaced": str(aside) if aside else None, "counts": counts}
+            "replaced": str(aside) if aside else None, "counts": restored}

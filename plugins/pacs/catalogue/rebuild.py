@@ -145,6 +145,9 @@ def _judged(data: bytes | None, header: dict[str, Any] | None = None) -> tuple[d
     return header, None
 
 
+_PROBLEM_KEEPS = frozenset({"batch_id", "row_no", "source_uri", "sha256", "size_bytes", "received_at", "status"})
+
+
 def _image_row(rebuild_id: str, unit: int, n: int, header: dict[str, Any] | None, problem: str | None, *,
                tier: str, uri: str, offset: int | None, length: int | None, sha256: str, size: int,
                mtime_ns: int, hashed: bool, key_uids: tuple[str, str, str]) -> dict[str, Any]:
@@ -160,9 +163,8 @@ def _image_row(rebuild_id: str, unit: int, n: int, header: dict[str, Any] | None
                received_at=dt.datetime.fromtimestamp(mtime_ns / 1e9, dt.UTC), sha256=sha256, size_bytes=size,
                dst_uri=uri if tier == "online" else None, status="ok" if problem is None else "problem")
     row.update(copy_tier=tier, copy_uri=uri, copy_offset=offset, copy_length=length, hashed=hashed, problem=problem)
-    if problem is not None:
-        for k in (*(c for c in STAGED_SCHEMA.names if c not in ("batch_id", "row_no", "source_uri", "sha256",
-                                                               "size_bytes", "received_at", "status")),):
+    if problem is not None:  # a file's origin and bytes are kept, nothing of its header but its path's UIDs
+        for k in set(STAGED_SCHEMA.names) - _PROBLEM_KEEPS:
             row[k] = None
         row["study_instance_uid"], row["series_instance_uid"], row["sop_instance_uid"] = key_uids
     return row
@@ -396,7 +398,7 @@ def _assemble(cfg: Config, folder: Path, state: dict[str, Any], gen: backups.Gen
                          "src": f"tiers + backup generation {gen.number}" if gen else "tiers only"})
         if bk_path is not None:
             con.execute("DETACH bk")
-        counts = backups._counts(con)
+        counts = backups.counts(con)
         con.execute("CHECKPOINT")
     finally:
         con.close()
