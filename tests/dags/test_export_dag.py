@@ -29,12 +29,12 @@ def test_a_run_exports_the_named_study_and_a_run_without_target_fails_at_once(
     expected = dict(_q(cfg, "SELECT sop_instance_uid, sha256 FROM image WHERE study_instance_uid = $u", {"u": uid}))
     target = tmp_path / "cohort"
 
-    dag = parsed_dag("pacs_export")
-    dr = dag.test(logical_date=DAY, run_conf={"target": str(target), "accession_numbers": [accession]})
+    conf = {"target": str(target), "accession_numbers": [accession]}
+    dr = parsed_dag("pacs_export").test(logical_date=DAY, run_conf=conf)
 
     assert str(dr.state) == "success"
     got = {p.stem: hashlib.sha256(p.read_bytes()).hexdigest() for p in target.rglob("*.dcm")}
     assert got == expected and (target / "manifest.csv").exists()
 
-    bad = dag.test(logical_date=DAY + dt.timedelta(minutes=1), run_conf={"study_uids": [uid]})
+    bad = parsed_dag("pacs_export").test(logical_date=DAY + dt.timedelta(minutes=1), run_conf={"study_uids": [uid]})
     assert str(bad.state) == "failed" and task_tries(bad)["select"] == ("failed", 1)
