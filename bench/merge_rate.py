@@ -221,7 +221,13 @@ def build_staged(n_new: int, n_catalogue: int) -> pa.Table:
            uid(4, i) AS sop_instance_uid, '1.2.840.10008.5.1.4.1.1.2' AS sop_class_uid,
            (i % {PER_SERIES} + 1)::INTEGER AS instance_number, sdate(t) AS content_date, 512 AS rows,
            512 AS columns, NULL::INTEGER AS number_of_frames, 16 AS bits_allocated,
-           '1.2.840.10008.1.2.1' AS transfer_syntax_uid
+           '1.2.840.10008.1.2.1' AS transfer_syntax_uid, NULL::VARCHAR AS rejection_note,
+           -- every CT image's acquisition values, as the header reader writes them (pacs.dicom.acquisition)
+           '{{"table":"ct_acquisition","kvp":120.0,"x_ray_tube_current":' || (100 + i % 300)::VARCHAR
+               || '.0,"exposure":' || (50 + i % 150)::VARCHAR || '.0,"ctdivol":' || (5 + i % 15)::VARCHAR
+               || '.5,"slice_thickness":1.25,"convolution_kernel":"STANDARD","protocol_name":"CHEST ROUTINE"}}'
+               AS acquisition,
+           NULL::VARCHAR AS dose_report
     FROM idx ORDER BY j
     """
     table = con.sql(q).to_arrow_table()

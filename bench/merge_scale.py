@@ -121,7 +121,8 @@ def resent_rows(src: Path, n: int) -> pa.Table:
                st.institution_name, se.series_instance_uid, se.modality, se.series_number, se.series_description,
                se.series_date, se.body_part_examined, se.manufacturer, se.manufacturer_model_name,
                se.station_name, i.sop_instance_uid, i.sop_class_uid, i.instance_number, i.content_date, i.rows,
-               i.columns, i.number_of_frames, i.bits_allocated, i.transfer_syntax_uid
+               i.columns, i.number_of_frames, i.bits_allocated, i.transfer_syntax_uid,
+               NULL::VARCHAR AS rejection_note, NULL::VARCHAR AS acquisition, NULL::VARCHAR AS dose_report
         FROM image i JOIN series se USING (series_instance_uid)
         JOIN study st ON st.study_instance_uid = i.study_instance_uid JOIN patient p USING (patient_id)
         WHERE i.series_instance_uid IN (SELECT series_instance_uid FROM series ORDER BY series_instance_uid

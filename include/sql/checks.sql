@@ -126,3 +126,48 @@ WHERE d.plan_id NOT IN (SELECT plan_id FROM purge_run WHERE state = 'done');
 SELECT count(*) FROM purge_plan p
 WHERE p.state = 'deleted'
   AND p.sop_instance_uid NOT IN (SELECT sop_instance_uid FROM deletion WHERE plan_id = p.plan_id);
+
+-- Departmental rows (include/sql/schema_departmental.sql): every row belongs to a catalogued
+-- image of the same series and study (a purge deletes them with it), in the table of that
+-- image's modality; one row per image (per dose report and ordinal for events); every event
+-- belongs to a dose report whose event count is its number of events.
+-- name: departmental_rows_without_image
+SELECT count(*) FROM (
+    SELECT sop_instance_uid, series_instance_uid, study_instance_uid FROM ct_acquisition
+    UNION ALL SELECT sop_instance_uid, series_instance_uid, study_instance_uid FROM mr_acquisition
+    UNION ALL SELECT sop_instance_uid, series_instance_uid, study_instance_uid FROM dx_exposure
+    UNION ALL SELECT sop_instance_uid, series_instance_uid, study_instance_uid FROM us_acquisition
+    UNION ALL SELECT sop_instance_uid, series_instance_uid, study_instance_uid FROM dose_report
+    UNION ALL SELECT sop_instance_uid, series_instance_uid, study_instance_uid FROM dose_event
+) d
+ANTI JOIN image i ON i.sop_instance_uid = d.sop_instance_uid AND i.series_instance_uid = d.series_instance_uid
+                 AND i.study_instance_uid = d.study_instance_uid;
+
+-- name: departmental_rows_of_another_modality
+SELECT count(*) FROM (
+    SELECT series_instance_uid, ['CT'] AS modalities FROM ct_acquisition
+    UNION ALL SELECT series_instance_uid, ['MR'] FROM mr_acquisition
+    UNION ALL SELECT series_instance_uid, ['CR', 'DX', 'MG'] FROM dx_exposure
+    UNION ALL SELECT series_instance_uid, ['US'] FROM us_acquisition
+) d
+JOIN series se USING (series_instance_uid)
+WHERE NOT list_contains(d.modalities, se.modality);
+
+-- name: duplicate_departmental_rows
+SELECT count(*) FROM (SELECT tbl, sop_instance_uid, ordinal FROM (
+    SELECT 'ct_acquisition', sop_instance_uid, 0 FROM ct_acquisition
+    UNION ALL SELECT 'mr_acquisition', sop_instance_uid, 0 FROM mr_acquisition
+    UNION ALL SELECT 'dx_exposure', sop_instance_uid, 0 FROM dx_exposure
+    UNION ALL SELECT 'us_acquisition', sop_instance_uid, 0 FROM us_acquisition
+    UNION ALL SELECT 'dose_report', sop_instance_uid, 0 FROM dose_report
+    UNION ALL SELECT 'dose_event', sop_instance_uid, event_ordinal FROM dose_event
+) d (tbl, sop_instance_uid, ordinal)
+GROUP BY ALL HAVING count(*) > 1);
+
+-- name: dose_events_without_report
+SELECT count(*) FROM dose_event e ANTI JOIN dose_report r USING (sop_instance_uid);
+
+-- name: dose_report_event_count_wrong
+SELECT count(*) FROM dose_report r
+LEFT JOIN (SELECT sop_instance_uid, count(*) AS n FROM dose_event GROUP BY 1) e USING (sop_instance_uid)
+WHERE r.event_count <> coalesce(e.n, 0);

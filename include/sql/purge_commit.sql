@@ -1,7 +1,8 @@
 -- Commit a purge (pacs.admin.purge.execute), in one transaction, after every copy of the
 -- instances in temp table `purge_deleted(sop_instance_uid)` was deleted and found gone: an audit
--- row per deleted copy, the image rows and the series and studies left empty removed (and
--- recorded for the snapshot), the aggregates of what is left, the plan's rows marked.
+-- row per deleted copy, the image rows (with their departmental rows) and the series and studies
+-- left empty removed (and recorded for the snapshot), the aggregates of what is left, the plan's
+-- rows marked.
 INSERT INTO deletion (sop_instance_uid, series_instance_uid, study_instance_uid, sha256, size_bytes, tier, uri,
                       why, plan_id, deleted_at, run_id)
 SELECT i.sop_instance_uid, i.series_instance_uid, i.study_instance_uid, i.sha256, i.size_bytes, c.tier, c.uri,
@@ -21,6 +22,43 @@ SELECT 'image', sop_instance_uid, study_instance_uid, $now FROM image
 WHERE sop_instance_uid IN (SELECT sop_instance_uid FROM purge_deleted);
 
 DELETE FROM image WHERE sop_instance_uid IN (SELECT sop_instance_uid FROM purge_deleted);
+
+-- Their departmental rows (schema_departmental.sql) go with them, recorded for the snapshot too.
+INSERT INTO snapshot_removed
+SELECT 'ct_acquisition', sop_instance_uid, study_instance_uid, $now FROM ct_acquisition
+WHERE sop_instance_uid IN (SELECT sop_instance_uid FROM purge_deleted);
+
+DELETE FROM ct_acquisition WHERE sop_instance_uid IN (SELECT sop_instance_uid FROM purge_deleted);
+
+INSERT INTO snapshot_removed
+SELECT 'mr_acquisition', sop_instance_uid, study_instance_uid, $now FROM mr_acquisition
+WHERE sop_instance_uid IN (SELECT sop_instance_uid FROM purge_deleted);
+
+DELETE FROM mr_acquisition WHERE sop_instance_uid IN (SELECT sop_instance_uid FROM purge_deleted);
+
+INSERT INTO snapshot_removed
+SELECT 'dx_exposure', sop_instance_uid, study_instance_uid, $now FROM dx_exposure
+WHERE sop_instance_uid IN (SELECT sop_instance_uid FROM purge_deleted);
+
+DELETE FROM dx_exposure WHERE sop_instance_uid IN (SELECT sop_instance_uid FROM purge_deleted);
+
+INSERT INTO snapshot_removed
+SELECT 'us_acquisition', sop_instance_uid, study_instance_uid, $now FROM us_acquisition
+WHERE sop_instance_uid IN (SELECT sop_instance_uid FROM purge_deleted);
+
+DELETE FROM us_acquisition WHERE sop_instance_uid IN (SELECT sop_instance_uid FROM purge_deleted);
+
+INSERT INTO snapshot_removed
+SELECT 'dose_report', sop_instance_uid, study_instance_uid, $now FROM dose_report
+WHERE sop_instance_uid IN (SELECT sop_instance_uid FROM purge_deleted);
+
+DELETE FROM dose_report WHERE sop_instance_uid IN (SELECT sop_instance_uid FROM purge_deleted);
+
+INSERT INTO snapshot_removed
+SELECT DISTINCT 'dose_event', sop_instance_uid, study_instance_uid, $now FROM dose_event
+WHERE sop_instance_uid IN (SELECT sop_instance_uid FROM purge_deleted);
+
+DELETE FROM dose_event WHERE sop_instance_uid IN (SELECT sop_instance_uid FROM purge_deleted);
 
 CREATE OR REPLACE TEMP TABLE purge_empty_series AS
 SELECT se.series_instance_uid, se.study_instance_uid FROM series se

@@ -155,3 +155,110 @@ SELECT study_instance_uid,
        coalesce(sum(size_bytes) FILTER (WHERE offline_uri IS NOT NULL), 0)::BIGINT AS offline_bytes
 FROM accepted_image
 GROUP BY study_instance_uid;
+
+-- Departmental views (include/sql/schema_departmental.sql): acquisition parameters and radiation
+-- dose, over the accepted instances only (a rejected image's acquisition row and a rejected dose
+-- SR's events are left out, as their instances are) and accepted studies.
+
+-- Irradiation events of the accepted dose reports, each event once: a study whose event is
+-- reported twice (a modality's report and a dose registry's copy) keeps the copy recorded first,
+-- by its Irradiation Event UID (without a UID, every event of every report counts).
+CREATE OR REPLACE TEMP VIEW accepted_dose_event AS
+SELECT e.*
+FROM dose_event e
+ANTI JOIN rejection r USING (sop_instance_uid)
+QUALIFY row_number() OVER (
+    PARTITION BY e.study_instance_uid, coalesce(e.irradiation_event_uid, e.sop_instance_uid || ':' || e.event_ordinal)
+    ORDER BY e.created_at, e.sop_instance_uid, e.event_ordinal) = 1;
+
+-- Radiation dose per study with a dose report: irradiation events, the total DLP and largest
+-- CTDIvol of its CT events, the projection events' dose-area product and dose at the reference
+-- point, from the distinct events; and the totals the reports themselves state (accumulated dose
+-- data), which agree with the events' unless a report is incomplete or two reports overlap.
+-- DLP sums are rounded to 0.001 mGy.cm (reports give 0.01).
+CREATE OR REPLACE TEMP VIEW dose_per_study AS
+WITH reports AS (
+    SELECT study_instance_uid, count(*) AS dose_reports,
+           round(sum(dlp_total_mgycm), 3) AS reported_dlp_total_mgycm,
+           sum(dose_area_product_total_gym2) AS reported_dose_area_product_total_gym2,
+           sum(dose_rp_total_gy) AS reported_dose_rp_total_gy
+    FROM dose_report
+    ANTI JOIN rejection r USING (sop_instance_uid)
+    GROUP BY study_instance_uid
+), events AS (
+    SELECT study_instance_uid,
+           count(*) FILTER (WHERE event_kind = 'ct') AS ct_events,
+           count(*) FILTER (WHERE event_kind = 'projection') AS projection_events,
+           round(sum(dlp_mgycm) FILTER (WHERE event_kind = 'ct'), 3) AS dlp_total_mgycm,
+           max(ctdivol_mgy) FILTER (WHERE event_kind = 'ct') AS max_ctdivol_mgy,
+           sum(dose_area_product_gym2) FILTER (WHERE event_kind = 'projection') AS dose_area_product_total_gym2,
+           sum(dose_rp_gy) FILTER (WHERE event_kind = 'projection') AS dose_rp_total_gy
+    FROM accepted_dose_event
+    GROUP BY study_instance_uid
+)
+SELECT s.study_instance_uid, s.patient_id, s.study_date, s.study_description, s.modalities_in_study,
+       r.dose_reports,
+       coalesce(e.ct_events, 0) AS ct_events,
+       coalesce(e.projection_events, 0) AS projection_events,
+       e.dlp_total_mgycm, r.reported_dlp_total_mgycm, e.max_ctdivol_mgy,
+       e.dose_area_product_total_gym2, r.reported_dose_area_product_total_gym2,
+       e.dose_rp_total_gy, r.reported_dose_rp_total_gy
+FROM reports r
+JOIN accepted_study s USING (study_instance_uid)
+LEFT JOIN events e USING (study_instance_uid);
+
+-- CT dose per acquisition protocol and month of study date, exam by exam as dose reference
+-- levels are set: per study and protocol its CTDIvol (the mean over its acquisitions, localizers
+-- left out) and its DLP (every event of the protocol, localizers included, as a report totals
+-- them); then the median and 75th percentile over the month's studies.
+CREATE OR REPLACE TEMP VIEW ct_dose_by_protocol AS
+WITH exams AS (
+    SELECT e.study_instance_uid, e.acquisition_protocol,
+           avg(e.ctdivol_mgy) FILTER (WHERE e.acquisition_type IS DISTINCT FROM 'Constant Angle Acquisition')
+               AS ctdivol_mgy,
+           round(sum(e.dlp_mgycm), 3) AS dlp_mgycm
+    FROM accepted_dose_event e
+    WHERE e.event_kind = 'ct'
+    GROUP BY ALL
+)
+SELECT CAST(date_trunc('month', s.study_date) AS DATE) AS month,
+       x.acquisition_protocol,
+       count(*) AS studies,
+       median(x.ctdivol_mgy) AS median_ctdivol_mgy,
+       quantile_cont(x.ctdivol_mgy, 0.75) AS p75_ctdivol_mgy,
+       median(x.dlp_mgycm) AS median_dlp_mgycm,
+       quantile_cont(x.dlp_mgycm, 0.75) AS p75_dlp_mgycm
+FROM exams x
+JOIN accepted_study s USING (study_instance_uid)
+GROUP BY ALL;
+
+-- CT acquisition parameters from the images' headers, per protocol name and month of study
+-- date: medians over the accepted images (what the scanner recorded slice by slice).
+CREATE OR REPLACE TEMP VIEW ct_acquisition_by_protocol AS
+SELECT CAST(date_trunc('month', s.study_date) AS DATE) AS month,
+       a.protocol_name,
+       count(DISTINCT a.series_instance_uid) AS series,
+       count(*) AS images,
+       median(a.kvp) AS median_kvp,
+       median(a.x_ray_tube_current) AS median_x_ray_tube_current,
+       median(a.exposure) AS median_exposure,
+       median(a.ctdivol) AS median_ctdivol,
+       median(a.slice_thickness) AS median_slice_thickness
+FROM ct_acquisition a
+ANTI JOIN rejection r USING (sop_instance_uid)
+JOIN accepted_study s USING (study_instance_uid)
+GROUP BY ALL;
+
+-- Malformed departmental values, counted: per table and keyword (or dose concept), the rows whose
+-- value was malformed and left empty (their files are catalogued all the same). A data-quality
+-- count of every catalogued row, rejected instances included.
+CREATE OR REPLACE TEMP VIEW departmental_invalid_values AS
+WITH v AS (
+    SELECT 'ct_acquisition' AS table_name, unnest(invalid_values) AS keyword FROM ct_acquisition
+    UNION ALL SELECT 'mr_acquisition', unnest(invalid_values) FROM mr_acquisition
+    UNION ALL SELECT 'dx_exposure', unnest(invalid_values) FROM dx_exposure
+    UNION ALL SELECT 'us_acquisition', unnest(invalid_values) FROM us_acquisition
+    UNION ALL SELECT 'dose_report', unnest(invalid_values) FROM dose_report
+    UNION ALL SELECT 'dose_event', unnest(invalid_values) FROM dose_event
+)
+SELECT table_name, keyword, count(*) AS rows FROM v GROUP BY ALL;

@@ -80,3 +80,72 @@ SELECT code, meaning, source, year(rejected_at) AS rejected_year,
 FROM rejection
 GROUP BY ALL
 HAVING count(DISTINCT study_instance_uid) >= 11;
+
+-- Departmental views: acquisition parameters per image and radiation dose per study and event,
+-- with pseudonymous study and series keys and the study's year only (views.sql leaves rejected
+-- instances out). Dropped besides what is dropped above: UIDs of instances, dose reports and
+-- irradiation events, and protocol names (free text chosen by a site) except in the aggregate
+-- deid_ct_dose_by_protocol, whose cells of fewer than 11 studies are left out.
+CREATE OR REPLACE TEMP VIEW deid_ct_acquisition AS
+SELECT pacs_pseudonym('series', a.series_instance_uid) AS series_key,
+       pacs_pseudonym('study', a.study_instance_uid) AS study_key,
+       year(s.study_date) AS study_year,
+       a.kvp, a.x_ray_tube_current, a.exposure, a.ctdivol, a.slice_thickness, a.convolution_kernel
+FROM ct_acquisition a
+ANTI JOIN rejection r USING (sop_instance_uid)
+JOIN accepted_study s USING (study_instance_uid);
+
+CREATE OR REPLACE TEMP VIEW deid_mr_acquisition AS
+SELECT pacs_pseudonym('series', a.series_instance_uid) AS series_key,
+       pacs_pseudonym('study', a.study_instance_uid) AS study_key,
+       year(s.study_date) AS study_year,
+       a.magnetic_field_strength, a.scanning_sequence, a.sequence_variant, a.repetition_time, a.echo_time,
+       a.inversion_time, a.flip_angle
+FROM mr_acquisition a
+ANTI JOIN rejection r USING (sop_instance_uid)
+JOIN accepted_study s USING (study_instance_uid);
+
+CREATE OR REPLACE TEMP VIEW deid_dx_exposure AS
+SELECT pacs_pseudonym('series', a.series_instance_uid) AS series_key,
+       pacs_pseudonym('study', a.study_instance_uid) AS study_key,
+       year(s.study_date) AS study_year,
+       a.kvp, a.exposure_in_uas, a.distance_source_to_detector, a.body_part_thickness, a.entrance_dose_in_mgy,
+       a.organ_dose
+FROM dx_exposure a
+ANTI JOIN rejection r USING (sop_instance_uid)
+JOIN accepted_study s USING (study_instance_uid);
+
+CREATE OR REPLACE TEMP VIEW deid_us_acquisition AS
+SELECT pacs_pseudonym('series', a.series_instance_uid) AS series_key,
+       pacs_pseudonym('study', a.study_instance_uid) AS study_key,
+       year(s.study_date) AS study_year,
+       a.transducer_type, a.region_count, a.physical_units_x_direction, a.physical_units_y_direction,
+       a.transducer_frequency
+FROM us_acquisition a
+ANTI JOIN rejection r USING (sop_instance_uid)
+JOIN accepted_study s USING (study_instance_uid);
+
+CREATE OR REPLACE TEMP VIEW deid_dose_event AS
+SELECT pacs_pseudonym('study', e.study_instance_uid) AS study_key,
+       year(s.study_date) AS study_year,
+       e.event_ordinal, e.event_kind, e.acquisition_type, e.target_region, e.target_region_code,
+       e.ctdivol_mgy, e.dlp_mgycm, e.scanning_length_mm, e.dose_area_product_gym2, e.dose_rp_gy
+FROM accepted_dose_event e
+JOIN accepted_study s USING (study_instance_uid);
+
+CREATE OR REPLACE TEMP VIEW deid_dose_per_study AS
+SELECT pacs_pseudonym('study', d.study_instance_uid) AS study_key,
+       pacs_pseudonym('patient', d.patient_id) AS patient_key,
+       year(d.study_date) AS study_year,
+       least(p.age_years_at_study, 90) AS age_years,
+       p.patient_sex,
+       d.modalities_in_study, d.dose_reports, d.ct_events, d.projection_events,
+       d.dlp_total_mgycm, d.reported_dlp_total_mgycm, d.max_ctdivol_mgy,
+       d.dose_area_product_total_gym2, d.reported_dose_area_product_total_gym2,
+       d.dose_rp_total_gy, d.reported_dose_rp_total_gy
+FROM dose_per_study d
+JOIN study_patient p USING (study_instance_uid);
+
+CREATE OR REPLACE TEMP VIEW deid_ct_dose_by_protocol AS
+SELECT * FROM ct_dose_by_protocol
+WHERE studies >= 11;

@@ -29,6 +29,8 @@ DICOM
   - ``dicom.validation``     reason codes and the rules that produce them
   - ``dicom.layout``         tier paths built from validated UIDs only
   - ``dicom.rejection_note`` the IOCM rejection codes; what a KOS rejection note rejects
+  - ``dicom.acquisition``    acquisition parameters per modality (CT, MR, CR/DX/MG, US) from the header
+  - ``dicom.dose_sr``        a Radiation Dose SR's irradiation events and totals (TID 10011, 10001)
 
 Catalogue
   - ``catalogue``            the DuckDB catalogue's public names
@@ -114,6 +116,8 @@ Synthetic data (demo, tests, benchmarks)
   - ``synth.bad``            the bad set and duplicates
   - ``synth.builder``        the state of one generation run
   - ``synth.bulk``           benchmark sets (CT slices, small files)
+  - ``synth.acquisition``    realistic acquisition parameters per modality
+  - ``synth.dose``           CT Radiation Dose SRs whose events and totals agree
   - ``synth.encode``         DICOM byte encoding
   - ``synth.modalities``     per-modality vocabulary
   - ``synth.model``          what a run writes (files, results, records)

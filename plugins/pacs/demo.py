@@ -3,7 +3,8 @@
 1. Prepares the demo archive (the folders of ``$PACS_CONFIG``, by default ``var/data``) with
    :func:`prepare`, which deletes only what an earlier ``make demo`` made (the rule below).
 2. Generates a few years of a small hospital into landing with :mod:`pacs.synth` (CT, MR, CR,
-   DX, US, MG; growth and weekly seasonality; identical resends; every bad-input class), and
+   DX, US, MG with realistic acquisition parameters, a radiation dose SR per CT study; growth and
+   weekly seasonality; identical resends; every bad-input class), and
    copies in every real DICOM file that pydicom ships.
 3. Runs ``airflow dags test pacs_ingest`` on the project-local ``AIRFLOW_HOME`` (SQLite),
    showing progress as tasks finish (Airflow's own log of each DAG goes to ``var/demo-<dag>.log``),
@@ -237,10 +238,12 @@ def generate(cfg: Config, *, patients: int = 400) -> int:
     t0 = time.monotonic()
     result = synth.generate_archive(landing, seed=2026, patients=patients,
                                     start=dt.date(2022, 1, 1), end=dt.date(2026, 10, 31),
-                                    count_scale=0.025, size_scale=0.25, bad=True, duplicates=20)
+                                    count_scale=0.025, size_scale=0.25, bad=True, duplicates=20,
+                                    dose_reports=True)
     counts = result.counts()
     good = result.summary()
-    print(f"    {good['images']:,} images in {good['studies']} studies ({good['bytes'] / 1e6:,.0f} MB), "
+    print(f"    {good['images']:,} images in {good['studies']} studies ({good['bytes'] / 1e6:,.0f} MB; "
+          f"{good['by_modality'].get('SR', 0)} of them CT radiation dose reports), "
           f"{counts.get('duplicate', 0)} identical resends, "
           f"{sum(v for k, v in counts.items() if k not in ('good', 'duplicate'))} bad files "
           f"[{time.monotonic() - t0:.1f}s]")

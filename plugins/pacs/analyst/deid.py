@@ -25,7 +25,8 @@ KEY_VARIABLE = "pacs_pseudonym_key"
 MIN_KEY_LENGTH = 16
 PSEUDONYM_HEX = 32  # 128 bits of the HMAC: collisions are negligible for any archive
 DEID_VIEWS = ("deid_patient", "deid_study", "deid_series", "deid_daily_volume", "deid_modality_mix",
-              "deid_rejections")
+              "deid_rejections", "deid_ct_acquisition", "deid_mr_acquisition", "deid_dx_exposure",
+              "deid_us_acquisition", "deid_dose_event", "deid_dose_per_study", "deid_ct_dose_by_protocol")
 
 
 def pseudonym_key() -> bytes | None:

@@ -8,7 +8,8 @@ from pacs import catalogue
 from pacs.analyst.deid import register_pseudonym
 
 ANALYST_VIEWS = ("study_patient", "daily_volume", "modality_mix", "study_tier_status", "study_tier_bytes",
-                 "accepted_study", "accepted_series", "accepted_image")
+                 "accepted_study", "accepted_series", "accepted_image", "dose_per_study", "ct_dose_by_protocol",
+                 "ct_acquisition_by_protocol", "accepted_dose_event", "departmental_invalid_values")
 
 
 def add_views(con: duckdb.DuckDBPyConnection, *, key: bytes | None = None) -> None:

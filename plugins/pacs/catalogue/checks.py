@@ -31,16 +31,27 @@ def summary(cfg: Any) -> dict[str, Any]:
         reasons = dict(con.sql(
             "SELECT reason, count(*) FROM quarantine WHERE status = 'quarantined' GROUP BY reason ORDER BY reason"
         ).fetchall())
+        departmental = _departmental(con)
         tiers = dict(con.sql("SELECT tier, count(*) FROM image GROUP BY tier ORDER BY tier").fetchall())
         modalities = dict(con.sql(
             "SELECT modality, count(*) FROM image JOIN series USING (series_instance_uid) GROUP BY 1 ORDER BY 2 DESC"
         ).fetchall())
     keys = ("patients", "studies", "series", "images", "bytes", "duplicates", "files_received")
     out: dict[str, Any] = dict(zip(keys, (int(v) for v in one), strict=True))
-    out.update(quarantined=reasons, images_by_tier=tiers, images_by_modality=modalities,
+    out.update(quarantined=reasons, images_by_tier=tiers, images_by_modality=modalities, departmental=departmental,
                catalogue=str(cfg.duckdb), parquet=cfg.parquet.url, online=cfg.online.url,
                quarantine_location=cfg.quarantine.url)
     return out
+
+
+def _departmental(con: Any) -> dict[str, dict[str, int]]:
+    """Rows per departmental table and those with a malformed value (empty for a catalogue no
+    writer has opened since the tables were added)."""
+    try:
+        rows = con.execute(sql.load("departmental_summary")).fetchall()
+    except duckdb.CatalogException:
+        return {}
+    return {t: {"rows": int(n), "malformed": int(m)} for t, n, m in rows}
 
 
 def _print_landing(landing: dict[str, Any]) -> None:
@@ -77,6 +88,12 @@ def print_summary(info: dict[str, Any]) -> None:
     print(f"  by tier: {', '.join(f'{k} {v:,}' for k, v in info['images_by_tier'].items())}")
     print(f"  identical duplicates removed from landing: {info['duplicates']:,} "
           f"(files received: {info['files_received']:,})")
+    filled = {t: v for t, v in info.get("departmental", {}).items() if v["rows"]}
+    if filled:
+        malformed = sum(v["malformed"] for v in filled.values())
+        tables = ", ".join(f"{t} {v['rows']:,}" for t, v in filled.items())
+        note = f" ({malformed:,} with a malformed value left empty)" if malformed else ""
+        print(f"  departmental: {tables}{note}")
     total_q = sum(info["quarantined"].values())
     print(f"Quarantined files: {total_q:,}" + (": " + ", ".join(f"{k} {v}" for k, v in info["quarantined"].items())
                                                if total_q else ""))
@@ -88,6 +105,8 @@ def print_summary(info: dict[str, Any]) -> None:
     print("Try:")
     print('  .venv/bin/pacs query "SELECT modality, count(*) AS images, round(sum(size_bytes) / 1e9, 2) AS gb '
           'FROM image JOIN series USING (series_instance_uid) GROUP BY ALL ORDER BY images DESC"')
+    if filled.get("dose_report"):
+        print('  .venv/bin/pacs query "SELECT * FROM ct_dose_by_protocol ORDER BY month DESC, studies DESC LIMIT 10"')
     print(f"  or in any DuckDB: .read {info['parquet']}/_snapshot.sql  then  "
           "SELECT study_year, count(*) AS studies FROM study GROUP BY ALL ORDER BY 1;")
 

@@ -39,7 +39,8 @@ def set_memory_limit(con: duckdb.DuckDBPyConnection, limit: str | None = None) -
 SCHEMA_VERSION = "1"
 
 
-SCHEMA_FILES = ("schema", "schema_admin", "schema_lifecycle", "schema_snapshot", "schema_purge")
+SCHEMA_FILES = ("schema", "schema_admin", "schema_lifecycle", "schema_snapshot", "schema_purge",
+                "schema_departmental")
 
 
 def _is_lock_error(exc: Exception) -> bool:

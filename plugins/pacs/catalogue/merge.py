@@ -10,8 +10,13 @@ The intake merge (:mod:`pacs.intake.merge`) owns the order, inside one transacti
    :func:`record_winners_placed`;
 3. :func:`apply` upserts patient, study, series and image rows and the exact aggregates, records
    the rejections that KOS rejection notes make (``merge_rejections.sql``, only when a note is
-   among the files) and returns every file's outcome, which the intake writes to the journal
-   before COMMIT.
+   among the files), inserts the departmental rows (acquisition parameters, dose reports and
+   their irradiation events: ``merge_departmental.sql``, only when a file has such values) and
+   returns every file's outcome, which the intake writes to the journal before COMMIT.
+
+Both extras are driven by the staged columns alone (``rejection_note``, ``acquisition``,
+``dose_report``), so any code that feeds staged rows through here records them too; a staged
+table written before a column existed merges as if no file had its values.
 
 A crash anywhere leaves either nothing or everything committed.
 """
@@ -31,6 +36,10 @@ import pyarrow.compute as pc
 from pacs.catalogue import db, sql
 from pacs.catalogue.sop_index import SopIndex
 from pacs.errors import StorageError
+
+DEPARTMENTAL_COLUMNS = ("acquisition", "dose_report")
+"""The staged columns ``merge_departmental.sql`` reads: :data:`pacs.dicom.columns.DEPARTMENTAL_COLUMNS`
+(named here, not imported: the catalogue does not load pydicom; a test holds the two equal)."""
 
 
 class Outcome(StrEnum):
@@ -186,6 +195,16 @@ def _has_rejection_notes(new_images: pa.Table) -> bool:
     return new_images.column("rejection_note").null_count < new_images.num_rows
 
 
+def _with_departmental_columns(new_images: pa.Table) -> tuple[pa.Table, bool]:
+    """``new_images`` with the departmental columns (all NULL in a staged table written before they
+    existed), and whether any newly catalogued file has departmental values."""
+    for name in DEPARTMENTAL_COLUMNS:
+        if name not in new_images.column_names:
+            new_images = new_images.append_column(name, pa.nulls(new_images.num_rows, pa.string()))
+    present = any(new_images.column(name).null_count < new_images.num_rows for name in DEPARTMENTAL_COLUMNS)
+    return new_images, bool(new_images.num_rows) and present
+
+
 def apply(con: duckdb.DuckDBPyConnection, decisions: Decisions, *, run_id: str, now: dt.datetime,
           sop_token: str) -> tuple[pa.Table, MergeResult]:
     """Upsert the decided group; returns every file's outcome and the counts (before COMMIT).
@@ -211,10 +230,13 @@ def apply(con: duckdb.DuckDBPyConnection, decisions: Decisions, *, run_id: str, 
     catalogued = pc.equal(decision.column("outcome"), Outcome.CATALOGUED.value)
     # usually every file is new: then the staged table itself is the input (no copy)
     new_images = staged if pc.all(catalogued).as_py() else staged.filter(catalogued)
+    new_images, departmental = _with_departmental_columns(new_images)
     con.register("new_images", _effective_patients(con, new_images))
     db.run(con, "merge_apply", {"now": now, "run_id": run_id, "sop_token": sop_token})
     if _has_rejection_notes(new_images):
         db.run(con, "merge_rejections", {"run_id": run_id})
+    if departmental:
+        db.run(con, "merge_departmental", {"now": now})
     db.run(con, "merge_aggregates", {"now": now})
     outcomes = _outcomes(con, staged, decision)
     result = _result(con)

@@ -9,7 +9,9 @@ the archive's own. :func:`rebuild` reads
 - every quarantine sidecar (``<reason>/<batch>/<row>.json``),
 
 and reconstructs patient, study, series and image (UIDs, header columns, sha256, sizes, tier,
-online and offline URIs, packed members' offsets and lengths) and the quarantine table. Each
+online and offline URIs, packed members' offsets and lengths), the departmental tables
+(acquisition parameters, dose reports and their events, read from the same headers as at intake)
+and the quarantine table. Each
 file's header is read by the intake's own reader and judged by the intake's own rules; a file
 whose header disagrees with the UIDs of its path, or that cannot be read, is reported and left
 out (it is a finding, not an image). An offline object on an object store that recorded its
@@ -381,6 +383,7 @@ def _assemble(cfg: Config, folder: Path, state: dict[str, Any], gen: backups.Gen
                 if bk_path is not None:
                     db.run(con, "rebuild_backup_times")
                 db.run(con, "rebuild_apply", {"now": now})
+                _departmental(con, now)
                 conflicts = con.execute("SELECT count(*) FROM rebuild_conflicts").fetchall()[0][0]
             if quarantine:
                 con.execute("CREATE TEMP TABLE found_quarantine AS SELECT * FROM read_parquet($f)", {"f": quarantine})
@@ -403,6 +406,20 @@ def _assemble(cfg: Config, folder: Path, state: dict[str, Any], gen: backups.Gen
     finally:
         con.close()
     return {"counts": counts, "problems": problems, "conflicts": int(conflicts)}
+
+
+def _departmental(con: duckdb.DuckDBPyConnection, now: dt.datetime) -> None:
+    """The departmental rows (acquisition parameters, dose reports and their events) of the rebuilt
+    images, from the same header columns the intake's merge reads (``merge_departmental.sql``);
+    parts written before those columns existed have none."""
+    columns = {r[0] for r in con.execute("SELECT column_name FROM (DESCRIBE rebuilt)").fetchall()}
+    if not {"acquisition", "dose_report"} <= columns:
+        return
+    present = con.execute("SELECT count(*) FROM rebuilt WHERE acquisition IS NOT NULL OR dose_report IS NOT NULL"
+                          ).fetchall()[0][0]
+    if present:
+        con.execute("CREATE OR REPLACE TEMP VIEW new_images AS SELECT * FROM rebuilt")
+        db.run_all(con, ("merge_departmental", "rebuild_departmental"), {"now": now})
 
 
 def _rejections_from_notes(con: duckdb.DuckDBPyConnection) -> None:

@@ -111,8 +111,9 @@ def _still_current(loc: Location, state: SnapshotState) -> bool:
 
 def _create_empty_tables(con: duckdb.DuckDBPyConnection) -> None:
     """The catalogue's tables, empty: what a table with no snapshot file reads as (the admin
-    tables too: the analysts' views anti-join ``rejection``)."""
-    db.run_all(con, ("schema", "schema_admin"))
+    tables too: the analysts' views anti-join ``rejection``; the departmental ones: their views
+    read them)."""
+    db.run_all(con, ("schema", "schema_admin", "schema_departmental"))
 
 
 def open_snapshot(loc: Location, state: SnapshotState | None) -> duckdb.DuckDBPyConnection:

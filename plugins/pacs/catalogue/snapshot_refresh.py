@@ -100,6 +100,12 @@ TABLES: tuple[Table, ...] = (
     # append-only: a plan's audit rows are written in one commit, so the plan is their row key
     Table("deletion", "plan_id", "plan_id", "deleted_at, sop_instance_uid, tier", 200_000,
           marker="t.deleted_at", created="t.deleted_at", join="", part="''"),
+    # departmental rows (schema_departmental.sql), laid out as their images: by study and study year
+    *(Table(name, "sop_instance_uid", "study_instance_uid", "study_instance_uid, series_instance_uid, sop_instance_uid",
+            250_000) for name in ("ct_acquisition", "mr_acquisition", "dx_exposure", "us_acquisition", "dose_report")),
+    # a dose report's events are written (and purged) together, so the report is their row key
+    Table("dose_event", "sop_instance_uid", "study_instance_uid", "study_instance_uid, sop_instance_uid, event_ordinal",
+          250_000),
 )
 TABLE_NAMES = tuple(t.name for t in TABLES)
 

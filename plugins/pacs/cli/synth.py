@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--growth", type=float, default=0.08)
     a.add_argument("--bad", action="store_true", help="also write the bad set")
     a.add_argument("--duplicates", type=int, default=0, metavar="N")
+    a.add_argument("--dose-reports", action="store_true",
+                   help="also write a CT Radiation Dose SR per CT study (consistent events and totals)")
 
     c = sub.add_parser("ct", help="N CT slices (about 0.5 MB each)")
     c.add_argument("--out", required=True, type=Path)
@@ -70,7 +72,7 @@ def _generate(args: argparse.Namespace) -> SynthResult:
             args.out, seed=args.seed, patients=args.patients, start=args.start, end=args.end,
             modalities=[m.strip() for m in args.modalities.split(",") if m.strip()],
             size_scale=args.size_scale, count_scale=args.count_scale, growth=args.growth,
-            bad=args.bad, duplicates=args.duplicates,
+            bad=args.bad, duplicates=args.duplicates, dose_reports=args.dose_reports,
         )
     if args.command == "ct":
         return generate_ct_slices(args.out, args.n, seed=args.seed, rows=args.rows,

@@ -6,6 +6,8 @@
 - :mod:`pacs.dicom.validation`  reason codes and the rules that produce them
 - :mod:`pacs.dicom.layout`      deterministic tier paths built from validated UIDs only
 - :mod:`pacs.dicom.rejection_note`  the IOCM rejection codes and what a KOS rejection note rejects
+- :mod:`pacs.dicom.acquisition`  acquisition parameters per modality, from the parsed header
+- :mod:`pacs.dicom.dose_sr`  the irradiation events and totals of a Radiation Dose SR
 """
 
 from pacs.dicom.header import (

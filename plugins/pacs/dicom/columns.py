@@ -72,9 +72,14 @@ HEADER_SCHEMA: list[tuple[str, pa.DataType]] = [*((c.name, c.arrow) for c in COL
 
 STAGED_HEADER_COLUMNS: tuple[str, ...] = tuple(name for name, _ in HEADER_SCHEMA)
 
-HEADER_COLUMNS: tuple[str, ...] = (*STAGED_HEADER_COLUMNS, "has_pixel_data", "rejection_note")
+DEPARTMENTAL_COLUMNS: tuple[str, ...] = ("acquisition", "dose_report")
+"""The departmental values a header yields, as JSON texts a staged row carries to the merge
+(:mod:`pacs.dicom.acquisition`, :mod:`pacs.dicom.dose_sr`; ``include/sql/merge_departmental.sql``)."""
+
+HEADER_COLUMNS: tuple[str, ...] = (*STAGED_HEADER_COLUMNS, "has_pixel_data", "rejection_note", *DEPARTMENTAL_COLUMNS)
 """Every key a parsed header has (``rejection_note``: what a KOS rejection note rejects, as JSON,
-else None; see :mod:`pacs.dicom.rejection_note`)."""
+else None; see :mod:`pacs.dicom.rejection_note`; ``acquisition`` and ``dose_report``: the
+departmental values, else None)."""
 
 LENIENT_INT_COLUMNS = frozenset({"series_number", "instance_number", "number_of_frames"})
 """Optional integer columns: a value that is not an integer at all is catalogued as None."""

@@ -80,7 +80,9 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_partial
 from pydicom.tag import BaseTag
 
+from pacs.dicom.acquisition import acquisition_values
 from pacs.dicom.columns import HEADER_FIELDS, LENIENT_INT_COLUMNS, PHI_KEYWORDS
+from pacs.dicom.dose_sr import DOSE_SR_SOP_CLASSES, dose_report_json
 from pacs.dicom.rejection_note import KOS_SOP_CLASS, note_references
 from pacs.dicom.values import (
     DICOM_VRS,
@@ -395,7 +397,10 @@ def parse_header(fp: IO[bytes], size: int) -> dict[str, Any]:
     """Parse the header of an open binary file of ``size`` bytes.
 
     Returns the catalogue's header columns (UIDs and dates as raw strings; validation checks
-    them), each of its kind's type (see the module rules).
+    them), each of its kind's type (see the module rules), and the departmental values as JSON
+    texts: ``acquisition`` (:mod:`pacs.dicom.acquisition`; a malformed value there is left empty
+    and counted, never ``invalid_value``) and ``dose_report`` (a dose SR's events and totals,
+    :mod:`pacs.dicom.dose_sr`), each None when the file has none.
     """
     start, has_preamble = _open_dataset(fp, size)
     parsed = _read_dataset(fp, start, has_preamble)
@@ -409,6 +414,11 @@ def parse_header(fp: IO[bytes], size: int) -> dict[str, Any]:
     row["has_pixel_data"] = parsed.stop is not None
     # a KOS rejection note's references travel with it to the merge (one string compare otherwise)
     row["rejection_note"] = _rejection_note(ds) if row.get("sop_class_uid") == KOS_SOP_CLASS else None
+    # departmental values from the same dataset (one dict lookup for a modality without a table)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        row["acquisition"] = acquisition_values(ds, row.get("modality"), lambda: _encodings(ds))
+        row["dose_report"] = dose_report_json(ds) if row.get("sop_class_uid") in DOSE_SR_SOP_CLASSES else None
     return row
 
 

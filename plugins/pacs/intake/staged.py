@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from pacs.dicom.columns import HEADER_SCHEMA, STAGED_HEADER_COLUMNS
+from pacs.dicom.columns import DEPARTMENTAL_COLUMNS, HEADER_SCHEMA, STAGED_HEADER_COLUMNS
 from pacs.dicom.validation import UIDS, is_valid_uid
 
 
@@ -38,6 +38,8 @@ STAGED_SCHEMA = pa.schema([
     ("source_dev", pa.int64()), ("source_ino", pa.int64()), ("read_mtime_ns", pa.int64()),
     *HEADER_SCHEMA,
     ("rejection_note", _STR),  # a KOS rejection note's references (JSON); None for every other file
+    # departmental values (JSON; pacs.dicom.acquisition, pacs.dicom.dose_sr): None when the file has none
+    *((name, _STR) for name in DEPARTMENTAL_COLUMNS),
 ])
 _UID_COLS = [col for _, col in UIDS]
 
@@ -57,6 +59,8 @@ def accept(row: dict[str, Any], header: dict[str, Any]) -> None:
     """Mark a row good, with the catalogue columns of its header."""
     row.update({k: header.get(k) for k in STAGED_HEADER_COLUMNS})
     row["rejection_note"] = header.get("rejection_note")
+    for name in DEPARTMENTAL_COLUMNS:
+        row[name] = header.get(name)
     row["status"] = Status.OK.value
 
 

@@ -10,6 +10,8 @@ Every file is a real DICOM Part-10 file that pydicom can read, and deterministic
 - :mod:`pacs.synth.arrival`     when each file reached the archive (its mtime: intake's ``received_at``)
 - :mod:`pacs.synth.pixels`      seeded pixel content
 - :mod:`pacs.synth.modalities`  the vocabulary: modality specs, sites, names, views
+- :mod:`pacs.synth.acquisition` realistic acquisition parameters per modality (kVp, mAs, CTDIvol, TR/TE, ...)
+- :mod:`pacs.synth.dose`        CT Radiation Dose SRs (TID 10011) whose events and totals agree
 - :mod:`pacs.synth.encode`      element/file byte encoding, lenient pydicom, :func:`element_value_span`
 - :mod:`pacs.synth.model`       :class:`SynthFile`, :class:`SynthResult`, file kinds, patient/study records
 - :mod:`pacs.cli.synth`         the command line (``pacs synth ...`` or ``python -m pacs.synth ...``)

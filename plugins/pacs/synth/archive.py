@@ -41,6 +41,7 @@ def generate_archive(
     growth: float = 0.08,
     bad: bool = False,
     duplicates: int = 0,
+    dose_reports: bool = False,
 ) -> SynthResult:
     """Write a synthetic hospital archive under ``root`` and return what was written.
 
@@ -52,7 +53,10 @@ def generate_archive(
     each dimension, ``count_scale`` the number of instances per series (at least 1).
     ``duplicates`` adds that many byte-identical copies of good files; ``bad`` adds the bad
     set of :func:`generate_bad_files` under ``root/incoming-bad`` (with the ``unsafe_path``
-    link target in ``<root>-outside`` next to ``root``).
+    link target in ``<root>-outside`` next to ``root``). ``dose_reports`` adds one CT Radiation
+    Dose SR per CT study (:mod:`pacs.synth.dose`: its own series, modality SR, events consistent
+    with the study's images and totals with its events); off by default, so the archive holds
+    images only (the demo turns it on). The images are the same either way.
     """
     mods = _check_modalities(modalities)
     if end < start:
@@ -65,8 +69,8 @@ def generate_archive(
     log.info("synth archive: %d patients, %s..%s, modalities %s, seed %d", patients, start, end,
              ",".join(mods), seed)
     _write_patients(b, patients, mods, start=start, end=end, growth=growth, size_scale=size_scale,
-                    count_scale=count_scale)
-    good = list(b.files)
+                    count_scale=count_scale, dose_reports=dose_reports)
+    good = [f for f in b.files if f.modality != "SR"]  # duplicates and the bad set refer to images
     if duplicates:
         _write_duplicates(b, good, duplicates)
     result = SynthResult(root=root_path, files=b.files)
@@ -80,7 +84,7 @@ def generate_archive(
 
 
 def _write_patients(b: _Builder, patients: int, mods: list[str], *, start: date, end: date,
-                    growth: float, size_scale: float, count_scale: float) -> None:
+                    growth: float, size_scale: float, count_scale: float, dose_reports: bool = False) -> None:
     """``patients`` patients with 1-6 studies each, one modality per study (MG only for women)."""
     rng = b.rng
     days, cum = _day_sampler(start, end, growth)
@@ -97,10 +101,11 @@ def _write_patients(b: _Builder, patients: int, mods: list[str], *, start: date,
             if modality == "MG" and patient.sex != "F" and non_mg:
                 modality = rng.choices(non_mg, weights=non_mg_weights)[0]
             study = b.study(patient, modality, day, s_index)
-            _write_study(b, study, size_scale=size_scale, count_scale=count_scale)
+            _write_study(b, study, size_scale=size_scale, count_scale=count_scale, dose_reports=dose_reports)
 
 
-def _write_study(b: _Builder, study: _Study, *, size_scale: float, count_scale: float) -> None:
+def _write_study(b: _Builder, study: _Study, *, size_scale: float, count_scale: float,
+                 dose_reports: bool = False) -> None:
     rng = b.rng
     spec = _MODALITIES[study.modality]
     n_series = rng.randint(*spec.series_range)
@@ -117,6 +122,8 @@ def _write_study(b: _Builder, study: _Study, *, size_scale: float, count_scale: 
         implicit = rng.random() < 0.1
         b.write_series(study, number=k + 1, description=descriptions[k], instances=instances,
                        rows=rows, columns=cols, implicit=implicit)
+    if dose_reports and study.modality == "CT":
+        b.write_dose_report(study, after_series=n_series)
 
 
 def _write_duplicates(b: _Builder, good: list[SynthFile], duplicates: int) -> None:

@@ -12,6 +12,7 @@ was written.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import logging
 import os
 import random
@@ -21,9 +22,12 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+import pydicom
 from pydicom.uid import generate_uid
 
+from pacs.synth.acquisition import study_dose_rng
 from pacs.synth.arrival import LAG_S, arrival_time, study_delay
+from pacs.synth.dose import ct_dose_report, ct_events, study_base
 from pacs.synth.encode import _PIXEL_DATA_TAG, _T_CONTENT_TIME, _T_INSTANCE_NUMBER, _T_SOP_INSTANCE, _fmt_time
 from pacs.synth.modalities import (
     _DOCTORS,
@@ -44,6 +48,8 @@ UID_PREFIX = "1.2.826.0.1.3680043.8.498."
 """Root of every generated UID (pydicom's organisational root)."""
 
 _PROGRESS_EVERY_S = 5.0
+DOSE_SERIES_NUMBER = 997
+"""The series number of a CT study's dose report (a series of its own, as scanners send it)."""
 
 
 class _Progress:
@@ -220,6 +226,30 @@ class _Builder:
                 study_date=study_date, size_bytes=sum(len(p) for p in parts),
             ))
             self.progress.tick()
+
+    def write_dose_report(self, study: _Study, *, after_series: int) -> None:
+        """Write the CT Radiation Dose SR of ``study`` (:mod:`pacs.synth.dose`), received after
+        its images. Its values, UIDs, name and time come from the study alone, never from the
+        run's generators: with or without dose reports, a seed gives the same images."""
+        events = ct_events(study_dose_rng(study), study.description, lambda i: self.uid("event", study.uid, i))
+        series_uid = self.uid("series", study.uid, DOSE_SERIES_NUMBER)
+        sop_uid = self.uid("sop", series_uid, 0)
+        content_s = study.time_s + 60 * (after_series + 1)
+        ds = ct_dose_report(study_base(study), events, sop_instance_uid=sop_uid, series_instance_uid=series_uid,
+                            content_date=study.study_date, content_time=_fmt_time(content_s),
+                            series_number=DOSE_SERIES_NUMBER)
+        name = hashlib.sha256(sop_uid.encode("ascii")).hexdigest()[:16] + ".dcm"
+        self._names.add(name)
+        path = self.directory(study.station, study.study_date.strftime("%Y%m%d")) / name
+        pydicom.dcmwrite(path, ds, enforce_file_format=True)
+        received = arrival_time(study.study_date, content_s, study.delay_s, LAG_S[1], clock=self.clock)
+        os.utime(path, (received, received))
+        self.files.append(SynthFile(
+            path=str(path), kind=KIND_GOOD, sop_instance_uid=sop_uid, study_instance_uid=study.uid,
+            series_instance_uid=series_uid, patient_id=study.patient.patient_id, modality="SR",
+            study_date=study.study_date.strftime("%Y%m%d"), size_bytes=path.stat().st_size,
+        ))
+        self.progress.tick()
 
     def series_writer(self, study: _Study, *, number: int, description: str, rows: int,
                       columns: int, implicit: bool) -> tuple[_SeriesWriter, _DynamicFn]:

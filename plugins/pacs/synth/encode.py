@@ -20,6 +20,7 @@ from pydicom import config as pydicom_config
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 from pydicom.uid import ImplicitVRLittleEndian
 
 _PREAMBLE = b"\x00" * 128 + b"DICM"
@@ -72,6 +73,24 @@ def _encode_element(tag: int, vr: str, value: bytes, implicit: bool) -> bytes:
     return struct.pack("<HH2sH", group, elem, vr.encode("ascii"), len(value)) + value
 
 
+def _sequence_bytes(items: Sequence, implicit: bool) -> bytes:
+    """A sequence value of defined length whose items have defined lengths, as pydicom writes a
+    sequence it read that way (items of simple elements only)."""
+    out = []
+    for item in items:
+        body = b"".join(_encode_element(int(elem.tag), elem.VR, _value_bytes(elem.VR, elem.value), implicit)
+                        for elem in sorted(item, key=lambda e: e.tag))
+        out.append(struct.pack("<HHI", 0xFFFE, 0xE000, len(body)) + body)
+    return b"".join(out)
+
+
+def _element_bytes(tag: int, vr: str, value: Any, implicit: bool) -> bytes:
+    """One template element, simple or a sequence (:func:`_sequence_bytes`)."""
+    if vr == "SQ":
+        return _encode_element(tag, vr, _sequence_bytes(value, implicit), implicit)
+    return _encode_element(tag, vr, _value_bytes(vr, value), implicit)
+
+
 def _pixel_vr(bits_allocated: int) -> str:
     return "OW" if bits_allocated > 8 else "OB"
 
@@ -84,13 +103,16 @@ def _tag_vr(keyword: str) -> tuple[int, str]:
     return tag, dictionary_VR(tag)
 
 
+_BINARY_CODES = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d"}
+
+
 def _value_bytes(vr: str, value: Any) -> bytes:
-    """The unpadded encoding of a simple value (text VRs, US, or raw bytes)."""
+    """The unpadded encoding of a simple value (text VRs, binary numbers, or raw bytes)."""
     if isinstance(value, bytes):
         return value
-    if vr == "US":
+    if vr in _BINARY_CODES:
         values = value if isinstance(value, list | tuple) else [value]
-        return struct.pack(f"<{len(values)}H", *values)
+        return struct.pack(f"<{len(values)}{_BINARY_CODES[vr]}", *values)
     if isinstance(value, list | tuple):
         value = "\\".join(str(v) for v in value)
     return str(value).encode("latin-1")  # ISO_IR 100

@@ -20,6 +20,7 @@ from typing import Any
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from pacs.synth.acquisition import ct_values, mr_values, projection_values, us_values
 from pacs.synth.encode import (
     _PIXEL_DATA_TAG,
     _PREAMBLE,
@@ -28,6 +29,7 @@ from pacs.synth.encode import (
     _T_SLICE_LOCATION,
     _T_SOP_INSTANCE,
     _T_VIEW_POSITION,
+    _element_bytes,
     _encode_element,
     _fmt_time,
     _lenient_pydicom,
@@ -105,7 +107,7 @@ class _SeriesWriter:
                 self._parts.append(tag)
             else:
                 vr, value = template.elements[tag]
-                chunk.append(_encode_element(tag, vr, _value_bytes(vr, value), implicit))
+                chunk.append(_element_bytes(tag, vr, value, implicit))
         if chunk:
             self._parts.append(b"".join(chunk))
 
@@ -227,9 +229,11 @@ def _series_template(study: _Study, spec: _ModalitySpec, *, series_uid: str, for
     if study.modality == "CT":
         _set_ct_image(ds, study, description=description, columns=columns)
     elif study.modality == "MR":
-        _set_mr_image(ds, study, description=description, columns=columns)
-    elif study.modality != "US":
-        _set_projection_image(ds, study.modality, spec, columns=columns)
+        _set_mr_image(ds, study, description=description, columns=columns, series_uid=series_uid)
+    elif study.modality == "US":
+        _set_us_image(ds, study, rows=rows, columns=columns, series_uid=series_uid)
+    else:
+        _set_projection_image(ds, study, spec, columns=columns, series_uid=series_uid)
     ds["LossyImageCompression"] = "00"
     return ds
 
@@ -329,12 +333,13 @@ def _set_image_pixel(ds: _Template, spec: _ModalitySpec, *, rows: int, columns: 
 
 
 def _set_ct_image(ds: _Template, study: _Study, *, description: str, columns: int) -> None:
-    """CT image elements: slice thickness from the description, kernel, spacing, HU rescale."""
+    """CT image elements: slice thickness from the description, exposure and dose
+    (:func:`pacs.synth.acquisition.ct_values`), kernel, spacing, HU rescale."""
     fov = 500.0 if study.body_part != "HEAD" else 250.0
     thick = _ct_thickness(description)
-    ds["KVP"] = "120"
+    for keyword, value in ct_values(study, description).items():  # kVp, mA, mAs, CTDIvol, kernel, protocol
+        ds[keyword] = value
     ds["SliceThickness"] = f"{thick:g}"
-    ds["ConvolutionKernel"] = "STANDARD" if "LUNG" not in description else "LUNG"
     ds["PixelSpacing"] = [f"{fov / columns:.6f}"] * 2
     ds["ImageOrientationPatient"] = "1\\0\\0\\0\\1\\0"
     ds["RescaleIntercept"] = "-1024"
@@ -344,15 +349,14 @@ def _set_ct_image(ds: _Template, study: _Study, *, description: str, columns: in
     ds["WindowWidth"] = "400"
 
 
-def _set_mr_image(ds: _Template, study: _Study, *, description: str, columns: int) -> None:
-    """MR image elements: sequence, timing from the description, field strength from the model."""
+def _set_mr_image(ds: _Template, study: _Study, *, description: str, columns: int, series_uid: str) -> None:
+    """MR image elements: sequence and timing from the description
+    (:func:`pacs.synth.acquisition.mr_values`), field strength from the model."""
     fov = 240.0
-    ds["ScanningSequence"] = "SE"
-    ds["SequenceVariant"] = "SK"
-    ds["MRAcquisitionType"] = "2D"
+    for keyword, value in mr_values(series_uid, description).items():
+        ds[keyword] = value
+    ds["MRAcquisitionType"] = "3D" if "MPRAGE" in description else "2D"
     ds["SliceThickness"] = "4" if "AX" in description else "3"
-    ds["RepetitionTime"] = "4000" if "T2" in description else "600"
-    ds["EchoTime"] = "90" if "T2" in description else "12"
     ds["MagneticFieldStrength"] = "3" if "3.0T" in study.model or "Skyra" in study.model else "1.5"
     ds["PixelSpacing"] = [f"{fov / columns:.6f}"] * 2
     ds["ImageOrientationPatient"] = _ORIENTATION_COSINES[_orientation(description)]
@@ -360,8 +364,19 @@ def _set_mr_image(ds: _Template, study: _Study, *, description: str, columns: in
     ds["WindowWidth"] = "1200"
 
 
-def _set_projection_image(ds: _Template, modality: str, spec: _ModalitySpec, *, columns: int) -> None:
-    """CR, DX and MG: detector pitch scaled with the matrix, orientation, window, MG extras."""
+def _set_us_image(ds: _Template, study: _Study, *, rows: int, columns: int, series_uid: str) -> None:
+    """US: the transducer and the Sequence of Ultrasound Regions (:func:`pacs.synth.acquisition.us_values`)."""
+    for keyword, value in us_values(series_uid, study, rows, columns).items():
+        ds[keyword] = value
+
+
+def _set_projection_image(ds: _Template, study: _Study, spec: _ModalitySpec, *, columns: int,
+                          series_uid: str) -> None:
+    """CR, DX and MG: detector pitch scaled with the matrix, orientation, window, exposure and
+    dose (:func:`pacs.synth.acquisition.projection_values`), MG extras."""
+    modality = study.modality
+    for keyword, value in projection_values(series_uid, study).items():
+        ds[keyword] = value
     fov_scale = spec.matrices[0][1] / max(columns, 1)
     pitch = {"CR": 0.15, "DX": 0.143, "MG": 0.07}[modality] * fov_scale
     ds["ImagerPixelSpacing"] = [f"{pitch:.6f}"] * 2

@@ -65,8 +65,9 @@ def test_a_refresh_writes_only_what_the_run_added(tmp_path: Path) -> None:
     assert first["full"] and first["rows_written"] >= 200
     before = {p: s for p, s in store.iter_files(cfg.parquet)}
     second = _ingest(cfg, 10, seed=2, per_series=10)["snapshot"]  # a new patient, study and series
-    # 10 images, 1 study, 1 series, 1 patient, 1 batch: nothing already published was written again
-    assert (second["full"], second["replaced"], second["rows_written"]) == (False, 0, 14)
+    # 10 images (and their 10 mr_acquisition rows), 1 study, 1 series, 1 patient, 1 batch: nothing
+    # already published was written again
+    assert (second["full"], second["replaced"], second["rows_written"]) == (False, 0, 24)
     after = {p: s for p, s in store.iter_files(cfg.parquet)}
     assert {p: s for p, s in after.items() if p in before and not p.endswith((".json", ".sql"))} == {
         p: s for p, s in before.items() if not p.endswith((".json", ".sql"))}  # old files untouched
