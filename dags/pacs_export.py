@@ -12,7 +12,9 @@ Profile to the copies with the pseudonym key (Airflow Variable ``pacs_pseudonym_
 2. **copy** (any worker; the catalogue is not opened) — each instance from its fastest copy
    (online file, offline object, or packed member by one ranged read), verified against the
    catalogue's sha256, as ``patient/study/series/sop.dcm``, then ``manifest.csv`` and
-   ``manifest.parquet``. A retry resumes where the killed try stopped.
+   ``manifest.parquet``. A retry resumes where the killed try stopped. A file de-identification
+   refuses (burned-in annotation) is left out and listed in ``refused.csv``; the task logs one
+   warning and returns ``status: partial``.
 
 The archive (tiers and catalogue) is never changed. Counts only in logs and XCom.
 """

@@ -153,6 +153,21 @@ class InvalidValueError(HeaderError):
     reason = "invalid_value"
 
 
+# --- export ---------------------------------------------------------------------------------
+
+class DeidentificationError(TerminalError, ValueError):
+    """A file the de-identification profile cannot de-identify (burned-in annotation, not a
+    DICOM instance); ``reason`` is its code in an export's ``refused.csv``.
+
+    Terminal: the same bytes are refused again, so retrying cannot help. Per file: an export
+    leaves the file out and lists it, the rest is exported. The message names no patient data.
+    """
+
+    def __init__(self, detail: str, reason: str = "not_deidentifiable") -> None:
+        super().__init__(detail)
+        self.detail, self.reason = detail, reason
+
+
 # --- tiers, reports, queries, the demo --------------------------------------------------------
 
 class RecallError(TerminalError, RuntimeError):

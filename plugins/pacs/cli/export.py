@@ -3,7 +3,8 @@
 Argument parsing only; the work is :mod:`pacs.export.export` (select from the catalogue, read
 each instance's fastest verified copy, write ``patient/study/series/sop.dcm`` and a manifest;
 resumable) and, with ``--deidentify``, :mod:`pacs.export.deidentify`. Prints the counts as JSON;
-progress goes to stderr.
+progress goes to stderr. Exit status 1 when de-identification refused files (burned-in
+annotation): the rest is exported, the refused ones are listed in ``refused.csv``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def parser(name: str) -> argparse.ArgumentParser:
     p.add_argument("--patient-id", action="append", default=[], metavar="ID", help="a PatientID (repeatable)")
     p.add_argument("--deidentify", action="store_true", help="apply DICOM PS3.15's Basic Application Level "
                    "Confidentiality Profile to the copies, with the pseudonym key ($PACS_PSEUDONYM_KEY)")
-    p.add_argument("--workers", type=int, default=8, metavar="N", help="parallel reads and writes (default 8)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="parallel reads and writes (default: one per core for local copies, 16 for object storage)")
     p.set_defaults(run=_export, log_level=logging.INFO)
     return p
 
@@ -45,7 +47,12 @@ def _export(args: argparse.Namespace) -> int:
     sel = selection(cfg, query=args.query, studies=args.study, accessions=args.accession,
                     patient_ids=args.patient_id, series=args.series, sops=args.sop)
     out = export(cfg, args.to, sel, deidentify=args.deidentify, workers=args.workers, run_id=_run_id())
+    print(json.dumps(out, indent=1, default=str))
+    if out["status"] == "partial":
+        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(out["refused_reasons"].items()))
+        note("export", f"partial: {out['instances'] - out['refused']} of {out['instances']} instance(s) in {args.to}; "
+                       f"{out['refused']} refused by de-identification ({reasons}), listed in {out['refused_list']}")
+        return 1
     note("export", f"{out['instances']} instance(s) of {out['studies']} stud(ies) in {args.to}; manifest "
                    f"{out['manifest']}")
-    print(json.dumps(out, indent=1, default=str))
     return 0

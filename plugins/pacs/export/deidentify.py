@@ -54,8 +54,9 @@ person's name in an attribute newer than the table cannot slip through.
 
 **Pixel data** is copied as it is: its bytes and the transfer syntax are unchanged and nothing
 is decoded, so compressed files work. An instance whose BurnedInAnnotation is ``YES`` is
-refused (:class:`DeidentificationError`): the profile's Clean Pixel Data option is not offered,
-and such a file is not de-identified by its header alone. Not applied either: the Clean
+refused (:class:`~pacs.errors.DeidentificationError`, reason ``burned_in_annotation``): the
+profile's Clean Pixel Data option is not offered, and such a file is not de-identified by its
+header alone (an export leaves it out and lists it). Not applied either: the Clean
 Descriptors, Clean Structured Content and Clean Graphics options (descriptions are removed or
 dummied as the table says instead), and the text inside compressed pixel streams (JPEG
 comments) is not inspected.
@@ -104,7 +105,7 @@ from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from pacs.analyst.deid import MIN_KEY_LENGTH, pseudonym
-from pacs.errors import ConfigError, TerminalError
+from pacs.errors import ConfigError, DeidentificationError
 
 # Quiet pydicom's per-file warnings about odd-but-readable values (they can quote a value).
 logging.getLogger("pydicom").setLevel(logging.ERROR)
@@ -142,14 +143,6 @@ _DUMMY_TEXT = "ANONYMIZED"  # fits every text VR, CS's 16 upper-case characters 
 _DUMMY_BY_VR: dict[str, Any] = {"DA": "19000101", "TM": "000000", "DT": "19000101000000", "AS": "000D",
                                 "DS": "0", "IS": "0"}
 _DUMMY_BYTES = b"\x00" * 8  # a whole number of values of every binary VR
-
-
-class DeidentificationError(TerminalError, ValueError):
-    """A file this profile cannot de-identify (burned-in annotation, not a DICOM instance).
-
-    Terminal: the same bytes are refused again, so retrying cannot help; the message names no
-    patient data.
-    """
 
 
 @dataclass(frozen=True)
@@ -247,11 +240,12 @@ class Deidentifier:
             ds = _read(data)
             sop_instance = str(ds.get("SOPInstanceUID", "") or "")
             if not sop_instance:
-                raise DeidentificationError("not a DICOM instance: it has no SOP Instance UID")
+                raise DeidentificationError("not a DICOM instance: it has no SOP Instance UID", "no_sop_instance_uid")
             if str(ds.get("BurnedInAnnotation", "") or "").upper() == "YES":
                 raise DeidentificationError(
                     f"SOP instance {sop_instance} has burned-in annotation (BurnedInAnnotation YES): its pixels may "
-                    "show identifiers, and the Basic profile's header actions cannot remove them; leave it out")
+                    "show identifiers, and the Basic profile's header actions cannot remove them; leave it out",
+                    "burned_in_annotation")
             original = patient_id if patient_id is not None else str(ds.get("PatientID", "") or "")
             meta = _new_file_meta(ds, self.uid)
             self._clean(ds, dummy=False)
@@ -333,7 +327,7 @@ def _read(data: bytes) -> Dataset:
     try:
         return pydicom.dcmread(io.BytesIO(data), force=not has_preamble)
     except InvalidDicomError as exc:
-        raise DeidentificationError(f"not a DICOM file: {exc}") from exc
+        raise DeidentificationError(f"not a DICOM file: {exc}", "not_dicom") from exc
 
 
 def _new_file_meta(ds: Dataset, new_uid: Any) -> FileMetaDataset:

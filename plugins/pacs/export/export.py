@@ -15,15 +15,25 @@ matches fails the export with the instances named, after the others were written
 written as ``<patient>/<study>/<series>/<sop>.dcm`` under the target (a local folder or an
 ``s3://`` prefix): ``<patient>`` is the PatientID when it is a safe path name, else
 ``patient-<sha256 prefix>``. With ``deidentify`` (:mod:`pacs.export.deidentify`) the written
-copies are de-identified and the path uses their pseudonym and new UIDs.
+copies are de-identified with the catalogue's (effective) PatientID, and the path uses their
+pseudonym and new UIDs. A file the profile refuses (burned-in annotation) fails only itself: it
+is left out, counted and listed in ``refused.csv`` (new UIDs, pseudonym, reason code), and the
+export ends ``partial``.
+
+**Fast as a plain copy.** Each file is read once (a local one into its thread's reused buffer),
+hashed once, written as read under a temporary name and renamed, with no fsync of its own; the
+threads are what the places read and written suit (:func:`pacs.store.read_concurrency`), and
+the next chunk is copied while the last one is flushed (``bench/export_rate.py``).
 
 **Resumable, and read-only for the archive.** The export writes nothing to the tiers or the
 catalogue. Its progress is the manifest under the target's ``.pacs-export/``: one Parquet part
-per chunk of written files, each published after its files; a re-run with the same selection
-and target skips what a part lists and exists. When every chunk is done, ``manifest.parquet``
-and ``manifest.csv`` list every exported file: UIDs as written, sha256 and size of the written
-file, the tier it was read from and whether its bytes were verified (always). A de-identified
-export's manifest holds only the new UIDs and pseudonyms, never the originals.
+per chunk of written files, published only after its files were flushed to disk (one
+``syncfs`` of a local target per chunk), so a part never lists a file a crash could lose; a
+re-run with the same selection and target skips what a part lists. When every chunk is done,
+``manifest.parquet`` and ``manifest.csv`` list every exported file: UIDs as written, sha256 and
+size of the written file, the tier it was read from and whether its bytes were verified
+(always). A de-identified export's manifest holds only the new UIDs and pseudonyms, never the
+originals.
 """
 
 from __future__ import annotations
@@ -33,12 +43,14 @@ import csv
 import datetime as dt
 import hashlib
 import io
+import itertools
 import json
 import logging
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +62,7 @@ from pacs import store
 from pacs.catalogue import db, sql
 from pacs.config import Config
 from pacs.dicom.validation import is_valid_uid
-from pacs.errors import CatalogueMissingError, CorruptCopyError, UsageError
+from pacs.errors import CatalogueMissingError, CorruptCopyError, DeidentificationError, UsageError
 from pacs.store import Location
 
 log = logging.getLogger(__name__)
@@ -62,6 +74,10 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 UID_COLUMNS = ("study_instance_uid", "series_instance_uid", "sop_instance_uid")
 MANIFEST_COLUMNS = ("patient", "study_instance_uid", "series_instance_uid", "sop_instance_uid", "path", "sha256",
                     "size_bytes", "source_tier", "verified")
+REFUSED_COLUMNS = ("patient", "study_instance_uid", "series_instance_uid", "sop_instance_uid", "source_tier", "reason")
+AHEAD = 2
+"""Chunks in flight: the next chunk's files are copied while the last one is flushed and its
+manifest part published, so the workers never wait for the disk."""
 
 
 @dataclass
@@ -208,7 +224,7 @@ class _Spans:
         self.held: dict[str, tuple[int, bytes]] = {}
         self.locks = {uri: threading.Lock() for uri in self.wanted}
 
-    def read(self, uri: str, offset: int, length: int) -> bytes:
+    def read(self, uri: str, offset: int, length: int) -> bytes | memoryview:
         if uri not in self.wanted:
             return store.read(self.cfg.offline, uri, offset, length)
         with self.locks[uri]:
@@ -216,17 +232,22 @@ class _Spans:
                 lo, hi = self.wanted[uri]
                 self.held[uri] = (lo, store.read(self.cfg.offline, uri, lo, hi - lo))
         start, data = self.held[uri]
-        return data[offset - start:offset - start + length]
+        return memoryview(data)[offset - start:offset - start + length]
 
 
 def read_verified(cfg: Config, r: dict[str, Any], counts: dict[str, int], lock: threading.Lock,
-                  spans: _Spans | None = None) -> tuple[bytes, str]:
-    """One instance's bytes from its fastest copy whose sha256 matches the catalogue's."""
+                  spans: _Spans | None = None, buffer: bytearray | None = None) -> tuple[bytes | memoryview, str]:
+    """One instance's bytes from its fastest copy whose sha256 matches the catalogue's.
+
+    With ``buffer`` (one per thread, reused) a local copy is read into it: the bytes returned are
+    then a view of it, valid until the buffer's next use."""
     problems = []
     for tier, loc, uri, offset, length in _copies(cfg, r):
         try:
             if spans is not None and tier == "offline-packed":
                 data = spans.read(uri, offset, length)
+            elif buffer is not None:
+                data = store.read_into(loc, uri, buffer, offset, length)
             else:
                 data = store.read(loc, uri, offset, length)
         except FileNotFoundError:
@@ -241,23 +262,44 @@ def read_verified(cfg: Config, r: dict[str, Any], counts: dict[str, int], lock: 
 
 
 class _Writer:
-    """Writes one chunk of instances to the target, returns its manifest rows."""
+    """Writes instances of the selection to the target; returns each one's manifest row.
+
+    Per file: one read of the copy (into the thread's buffer when it is local), one sha256 (of
+    the bytes read, which are then written as they are; a de-identified file's new bytes are
+    hashed once more for the manifest), one write under a temporary name published by rename,
+    with no fsync: the chunk's files are flushed together before its manifest part says they are
+    done (:func:`_publish_part`)."""
 
     def __init__(self, cfg: Config, target: Location, deid: Any, counts: dict[str, int]) -> None:
         self.cfg, self.target, self.deid, self.counts = cfg, target, deid, counts
         self.lock = threading.Lock()
+        self.local = threading.local()
+
+    def _buffer(self, size: int) -> bytearray:
+        buf = getattr(self.local, "buffer", None)
+        if buf is None or len(buf) <= size:  # one byte more than expected: a longer file shows as longer
+            buf = self.local.buffer = bytearray(max(size + 1, 1 << 20))
+        return buf
 
     def one(self, r: dict[str, Any], spans: _Spans | None = None) -> dict[str, Any]:
-        data, tier = read_verified(self.cfg, r, self.counts, self.lock, spans)
+        data, tier = read_verified(self.cfg, r, self.counts, self.lock, spans, self._buffer(r["size_bytes"] or 0))
         uids = [r[c] for c in UID_COLUMNS]
         patient = _patient_folder(r["patient_id"])
+        sha = r["sha256"]  # the bytes read are verified: these very bytes are written
         if self.deid is not None:
-            data = self.deid(data)
             uids = [self.deid.uid(u) for u in uids]
             patient = self.deid.patient_pseudonym(r["patient_id"] or "")
+            try:  # the catalogue's (effective) PatientID: the pseudonym of the folder and of the views
+                data = self.deid(bytes(data), patient_id=r["patient_id"] or "")
+            except DeidentificationError as exc:
+                with self.lock:
+                    self.counts["refused"] += 1
+                return {"patient": patient, "study_instance_uid": uids[0], "series_instance_uid": uids[1],
+                        "sop_instance_uid": uids[2], "path": None, "sha256": None, "size_bytes": 0,
+                        "source_tier": tier, "verified": True, "refused": exc.reason}
+            sha = hashlib.sha256(data).hexdigest()
         study, series, sop = uids
         key = f"{patient}/{study}/{series}/{sop}.dcm"
-        sha = hashlib.sha256(data).hexdigest()
         store.write(self.target, self.target.path(key), data, sha, fsync=False, overwrite=True)
         with self.lock:
             self.counts["files"] += 1
@@ -265,19 +307,22 @@ class _Writer:
             self.counts[f"from_{tier.replace('-', '_')}"] += 1
         return {"patient": patient, "study_instance_uid": study, "series_instance_uid": series,
                 "sop_instance_uid": sop, "path": key, "sha256": sha, "size_bytes": len(data), "source_tier": tier,
-                "verified": True}
+                "verified": True, "refused": None}
 
 
 def _manifest_table(rows: list[dict[str, Any]]) -> pa.Table:
-    return pa.table({c: pa.array([r[c] for r in rows], type=pa.int64() if c == "size_bytes" else
-                                 pa.bool_() if c == "verified" else pa.string()) for c in MANIFEST_COLUMNS})
+    """A manifest part: the exported files and those de-identification refused (``refused``: the
+    reason code; no path, no sha256)."""
+    return pa.table({c: pa.array([r.get(c) for r in rows], type=pa.int64() if c == "size_bytes" else
+                                 pa.bool_() if c == "verified" else pa.string())
+                     for c in (*MANIFEST_COLUMNS, "refused")})
 
 
-def _write_parquet(loc: Location, key: str, table: pa.Table) -> None:
+def _write_parquet(loc: Location, key: str, table: pa.Table, *, fsync: bool = True) -> None:
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
     data = buf.getvalue()
-    store.write(loc, loc.path(key), data, hashlib.sha256(data).hexdigest(), fsync=True, overwrite=True)
+    store.write(loc, loc.path(key), data, hashlib.sha256(data).hexdigest(), fsync=fsync, overwrite=True)
 
 
 def _done_parts(target: Location, prefix: str) -> set[int]:
@@ -316,13 +361,58 @@ def load_selection(target_url: str, digest: str) -> pa.Table:
     return pq.read_table(io.BytesIO(store.read(target, target.path(f"{STATE}/{digest}/selection.parquet"))))
 
 
+def _workers(cfg: Config, target: Location, rows: list[dict[str, Any]]) -> int:
+    """Threads for the copy: what suits the slowest place it reads or writes (local copies are
+    bound by the CPU, object-store requests by their round trips)."""
+    places = [target] + [cfg.online] * any(r["online_uri"] for r in rows)
+    places += [cfg.offline] * any(r["online_uri"] is None for r in rows)
+    return max(store.read_concurrency(loc) for loc in places)
+
+
+def _publish_part(target: Location, prefix: str, n: int, rows: list[dict[str, Any]]) -> None:
+    """Mark chunk ``n`` done: its files are flushed first (one ``syncfs`` of a local target for
+    the whole chunk, in place of an fsync per file; an object store's puts are durable), then its
+    manifest part is published (fsynced), so a part never lists a file a crash could lose."""
+    store.sync([target])
+    _write_parquet(target, f"{prefix}/part-{n:06d}.parquet", _manifest_table(rows))
+
+
+def _copy_chunks(cfg: Config, target: Location, prefix: str, chunks: list[list[dict[str, Any]]],
+                 writer: _Writer, pool: cf.ThreadPoolExecutor, pending: list[int]) -> Iterator[tuple[int, list[str]]]:
+    """Copy the ``pending`` chunks, :data:`AHEAD` at a time, publishing each one's part in order
+    once all its files are written; yields each chunk's number and its failures."""
+    def submit(n: int) -> tuple[int, list[cf.Future[dict[str, Any]]]]:
+        spans = _Spans(cfg, chunks[n])
+        return n, [pool.submit(writer.one, r, spans) for r in chunks[n]]
+
+    queue = iter(pending)
+    window = deque(submit(n) for n in itertools.islice(queue, AHEAD))
+    while window:
+        n, futures = window.popleft()
+        out, failures = [], []
+        for fut in futures:
+            try:
+                out.append(fut.result())
+            except CorruptCopyError as exc:
+                failures.append(str(exc))
+        following = next(queue, None)
+        if following is not None:  # keep the workers busy while this chunk is flushed
+            window.append(submit(following))
+        if not failures:
+            _publish_part(target, prefix, n, out)
+        yield n, failures
+
+
 def export(cfg: Config, target_url: str, sel: Selection | None, *, deidentify: bool = False,
-           key: bytes | None = None, workers: int = 8, run_id: str = "manual",
+           key: bytes | None = None, workers: int | None = None, run_id: str = "manual",
            saved: str | None = None) -> dict[str, Any]:
-    """Export the selection to ``target_url``; resumable (see the module text). Returns counts.
+    """Export the selection to ``target_url``; resumable (see the module text). Returns counts,
+    with ``status`` ``complete``, or ``partial`` when de-identification refused files (they are
+    left out, counted in ``refused`` and listed in ``refused.csv``; the rest is exported).
 
     ``saved``: the digest of a selection :func:`save_selection` kept (then ``sel`` is not needed
-    and the catalogue is not opened)."""
+    and the catalogue is not opened). ``workers``: parallel copies (default: what the tiers read
+    and the target suit, :func:`pacs.store.read_concurrency`)."""
     target = _target(cfg, target_url)
     deid = None
     if deidentify:
@@ -341,61 +431,74 @@ def export(cfg: Config, target_url: str, sel: Selection | None, *, deidentify: b
     done = _done_parts(target, prefix)
     chunks = [rows[i:i + CHUNK] for i in range(0, len(rows), CHUNK)]
     counts: dict[str, int] = {"files": 0, "bytes": 0, "corrupt_copies": 0, "from_online": 0, "from_offline": 0,
-                              "from_offline_packed": 0}
+                              "from_offline_packed": 0, "refused": 0}
     writer = _Writer(cfg, target, deid, counts)
     failures: list[str] = []
-    skipped = sum(len(chunks[n]) for n in done if n < len(chunks))
+    pending = [n for n in range(len(chunks)) if n not in done]
+    skipped = len(rows) - sum(len(chunks[n]) for n in pending)
+    workers = workers or _workers(cfg, target, [r for n in pending for r in chunks[n]])
     last = 0.0
-    log.info("export: %d instance(s) in %d chunk(s) to %s; %d already exported", len(rows), len(chunks),
-             target_url, skipped)
+    log.info("export: %d instance(s) in %d chunk(s) to %s with %d thread(s); %d already exported", len(rows),
+             len(chunks), target_url, workers, skipped)
     with store.tier_faults(target), cf.ThreadPoolExecutor(max_workers=workers) as pool:
-        for n, chunk in enumerate(chunks):
-            if n in done:
-                continue
-            spans = _Spans(cfg, chunk)
-            futures = [pool.submit(writer.one, r, spans) for r in chunk]
-            out = []
-            for fut in futures:
-                try:
-                    out.append(fut.result())
-                except CorruptCopyError as exc:
-                    failures.append(str(exc))
-            if len(out) == len(chunk):
-                _write_parquet(target, f"{prefix}/part-{n:06d}.parquet", _manifest_table(out))
+        for n, chunk_failures in _copy_chunks(cfg, target, prefix, chunks, writer, pool, pending):
+            failures += chunk_failures
             now = time.monotonic()
-            if now - last >= 5 or n == len(chunks) - 1:
+            if now - last >= 5 or n == pending[-1]:
                 last = now
-                exported = skipped + counts["files"]
+                exported = skipped + counts["files"] + counts["refused"]
                 rate = counts["files"] / max(now - started, 1e-9)
                 log.info("export: %d of %d files (%.0f%%), %.0f files/s", exported, len(rows),
                          100 * exported / max(len(rows), 1), rate)
     if failures:
         raise CorruptCopyError(f"{len(failures)} instance(s) not exported (the others are; re-run after repairing "
                                f"them with pacs fixity): {failures[0]}")
-    manifest = _finish(target, prefix, len(chunks))
+    manifest, refused = _finish(target, prefix, len(chunks))
     seconds = time.monotonic() - started
+    if refused:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(refused.items()))
+        log.warning("export: %d instance(s) refused by de-identification and left out (%s); the rest is exported; "
+                    "listed in %s", sum(refused.values()), reasons, target.uri(target.path("refused.csv")))
     return {"target": target_url, "instances": len(rows), "studies": len({r["study_instance_uid"] for r in rows}),
-            **counts, "resumed_files": skipped, "manifest": target.uri(target.path(manifest)),
-            "deidentified": deidentify, "seconds": round(seconds, 2),
+            "status": "partial" if refused else "complete", **counts, "refused": sum(refused.values()),
+            "refused_reasons": refused, "resumed_files": skipped, "manifest": target.uri(target.path(manifest)),
+            "refused_list": target.uri(target.path("refused.csv")), "deidentified": deidentify,
+            "seconds": round(seconds, 2), "workers": workers,
             "files_per_second": round(counts["files"] / seconds, 1) if counts["files"] else None,
             "run_id": run_id, "finished_at": dt.datetime.now(dt.UTC).isoformat()}
 
 
-def _finish(target: Location, prefix: str, n_chunks: int) -> str:
-    """The whole manifest from the parts (Parquet and CSV beside it); returns its key."""
-    tables = []
-    for n in range(n_chunks):
-        data = store.read(target, target.path(f"{prefix}/part-{n:06d}.parquet"))
-        tables.append(pq.read_table(io.BytesIO(data)))
-    table = pa.concat_tables(tables) if tables else _manifest_table([])
-    _write_parquet(target, f"{prefix}/manifest.parquet", table)
+def _csv_bytes(table: pa.Table) -> bytes:
     text = io.StringIO()
     w = csv.writer(text)
     w.writerow(table.column_names)
     for row in table.to_pylist():
         w.writerow([row[c] for c in table.column_names])
-    data = text.getvalue().encode()
-    store.write(target, target.path("manifest.csv"), data, hashlib.sha256(data).hexdigest(), fsync=True,
-                overwrite=True)
-    _write_parquet(target, "manifest.parquet", table)
-    return "manifest.parquet"
+    return text.getvalue().encode()
+
+
+def _finish(target: Location, prefix: str, n_chunks: int) -> tuple[str, dict[str, int]]:
+    """The whole manifest from the parts (Parquet and CSV beside it) and ``refused.csv`` (the
+    instances de-identification refused: new UIDs, pseudonym and reason code only); returns the
+    manifest's key and the refusals by reason."""
+    tables = []
+    for n in range(n_chunks):
+        data = store.read(target, target.path(f"{prefix}/part-{n:06d}.parquet"))
+        part = pq.read_table(io.BytesIO(data))
+        if "refused" not in part.column_names:  # a part written before refusals were listed
+            part = part.append_column("refused", pa.nulls(part.num_rows, pa.string()))
+        tables.append(part)
+    everything = pa.concat_tables(tables) if tables else _manifest_table([])
+    refused_mask = pc.is_valid(everything.column("refused"))
+    table = everything.filter(pc.invert(refused_mask)).select(list(MANIFEST_COLUMNS))
+    refused = everything.filter(refused_mask).rename_columns(
+        [c if c != "refused" else "reason" for c in everything.column_names]).select(list(REFUSED_COLUMNS))
+    _write_parquet(target, f"{prefix}/manifest.parquet", table, fsync=False)
+    for name, body in (("manifest.csv", _csv_bytes(table)), ("refused.csv", _csv_bytes(refused))):
+        store.write(target, target.path(name), body, hashlib.sha256(body).hexdigest(), fsync=False, overwrite=True)
+    _write_parquet(target, "manifest.parquet", table, fsync=False)
+    store.sync([target])  # one flush for the four files (a crash before it: the re-run writes them again)
+    reasons: dict[str, int] = {}
+    for reason in refused.column("reason").to_pylist():
+        reasons[reason] = reasons.get(reason, 0) + 1
+    return "manifest.parquet", reasons

@@ -36,10 +36,10 @@ from pacs.store.location import Location
 
 __all__ = ["CHUNK", "TMP_MARK", "Identity", "Location", "StorageError", "TierError", "Written", "clean_temp",
            "copy_stream", "exists", "free_bytes", "hash_at", "hash_bytes", "hash_path", "holds", "is_link",
-           "iter_files", "local_folder", "lock", "modified", "move_local", "move_verified", "names", "put",
-           "put_many", "read", "read_small", "register_filesystem", "remove", "remove_tree", "rename_noreplace",
-           "root_exists", "same_filesystem", "scan", "sha256_b64", "still_same", "sync", "tier_faults", "where",
-           "write", "writer"]
+           "iter_files", "local_folder", "lock", "modified", "move_local", "move_verified", "names", "put", "put_many",
+           "read", "read_concurrency", "read_into", "read_small", "register_filesystem", "remove", "remove_tree",
+           "rename_noreplace", "root_exists", "same_filesystem", "scan", "sha256_b64", "still_same", "sync",
+           "tier_faults", "where", "write", "writer"]
 
 
 def _backend(loc: Location) -> ModuleType:
@@ -126,6 +126,21 @@ def read(loc: Location, path: str, offset: int | None = None, length: int | None
     """A file's bytes, or the ``length`` bytes at ``offset`` (one ranged read)."""
     path = loc.path_of_uri(path)
     return _backend(loc).read(loc, path, offset, length)
+
+
+def read_into(loc: Location, path: str, buffer: bytearray, offset: int | None = None,
+              length: int | None = None) -> bytes | memoryview:
+    """:func:`read`, into the caller's reusable ``buffer`` where the backend can (a local file
+    that fits: a view of ``buffer``, valid until its next use); else new bytes. A hot loop of
+    whole-file reads (an export) saves an allocation and its page faults per file."""
+    path = loc.path_of_uri(path)
+    return _backend(loc).read_into(loc, path, buffer, offset, length)
+
+
+def read_concurrency(loc: Location) -> int:
+    """How many reads or writes at once suit the location: a local one is bound by the CPU
+    (page cache, hashing), an object store by its round trips."""
+    return _backend(loc).CONCURRENCY
 
 
 def read_small(loc: Location, path: str, size: int, limit: int) -> tuple[bytes, Identity | None] | None:

@@ -30,6 +30,11 @@ from pacs.store.location import Location
 
 log = logging.getLogger(__name__)
 
+CONCURRENCY = max(2, min(8, os.cpu_count() or 2))
+"""Reads at once (:func:`pacs.store.read_concurrency`): a copy between local files in the page
+cache is hashing and memory copies, so one thread per core; more only contend for the GIL
+(``bench/export_rate.py``)."""
+
 
 def hash_local(path: str) -> tuple[str, int]:
     h = hashlib.sha256()
@@ -385,6 +390,23 @@ def read(loc: Location, path: str, offset: int | None = None, length: int | None
     with open(path, "rb") as f:
         f.seek(offset)
         return f.read(length)
+
+
+def read_into(loc: Location, path: str, buffer: bytearray, offset: int | None = None,
+              length: int | None = None) -> bytes | memoryview:
+    with open(path, "rb", buffering=0) as f:
+        if offset is not None and length is not None:
+            if length > len(buffer):
+                f.seek(offset)
+                return f.read(length)
+            f.seek(offset)
+            view = memoryview(buffer)[:length]
+        else:
+            view = memoryview(buffer)
+        n = f.readinto(view)
+        if offset is None and n == len(buffer):  # larger than the buffer: the rest too
+            return bytes(view) + f.read()
+        return view[:n]
 
 
 def hash_at(loc: Location, path: str) -> str | None:

@@ -35,6 +35,10 @@ from pacs.store.location import Location
 
 log = logging.getLogger(__name__)
 
+CONCURRENCY = 16
+"""Requests at once (:func:`pacs.store.read_concurrency`): each waits on a round trip, so more
+than the cores; s3fs runs them on its one event loop (``bench/export_rate.py``)."""
+
 
 def write(loc: Location, path: str, data: bytes | memoryview, sha256: str, *, fsync: bool = False,
           overwrite: bool = False, tag: str = "") -> bool:
@@ -83,8 +87,15 @@ def copy_stream(src_fs: AbstractFileSystem, src: str, loc: Location, dst: str, *
 
 def read(loc: Location, path: str, offset: int | None = None, length: int | None = None) -> bytes:
     if offset is None or length is None:
-        return loc.fs.cat_file(path)
+        # one GET: s3fs's concurrent whole-object read first asks the object's size (a HEAD per
+        # file, twice the round trips for an archive's objects of a few MB)
+        return loc.fs.cat_file(path, max_concurrency=1)
     return loc.fs.cat_file(path, start=offset, end=offset + length)
+
+
+def read_into(loc: Location, path: str, buffer: bytearray, offset: int | None = None,
+              length: int | None = None) -> bytes:
+    return read(loc, path, offset, length)
 
 
 def hash_at(loc: Location, path: str) -> str | None:

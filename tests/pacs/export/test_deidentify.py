@@ -25,8 +25,8 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, generate_uid
 
 from pacs.analyst.deid import pseudonym
-from pacs.errors import ConfigError
-from pacs.export.deidentify import TABLE_EDITION, DeidentificationError, Deidentifier, profile_table
+from pacs.errors import ConfigError, DeidentificationError
+from pacs.export.deidentify import TABLE_EDITION, Deidentifier, profile_table
 
 # rtdose.dcm holds an invalid UID on purpose; the tests read it lazily, element by element
 pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
@@ -304,7 +304,7 @@ def test_an_instance_with_burned_in_annotation_is_refused_without_naming_the_pat
     with pytest.raises(DeidentificationError) as info:
         deid(buf.getvalue())
     assert str(ds.PatientName) not in str(info.value) and ds.PatientID not in str(info.value)
-    assert info.value.terminal
+    assert info.value.terminal and info.value.reason == "burned_in_annotation"
 
 
 def test_bad_input_and_a_short_key_are_refused(deid: Deidentifier) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -188,3 +189,92 @@ def test_mistakes_are_refused_before_anything_is_written(archive, tmp_path: Path
     with pytest.raises(UsageError, match="inside the archive"):
         export(cfg, cfg.online.root + "/cohort", selection(cfg, query="SELECT study_instance_uid FROM study"))
     assert not (tmp_path / "a").exists()
+
+
+# --- de-identified exports ---------------------------------------------------------------------
+
+KEY = "analysts-pseudonym-key-0123456789"
+
+
+def _small_archive(archive: Any, seeds: tuple[int, ...] = (61,), burned_in: int = 0) -> Any:
+    """An archive of small MR studies (one per seed, 6 images in 2 series), the first ``burned_in``
+    files of the first study marked BurnedInAnnotation YES before ingest."""
+    import pydicom
+
+    cfg = archive()
+    for seed in seeds:
+        synth.generate_small_files(Path(cfg.landing[0].root) / f"set-{seed}", 6, seed=seed, per_series=3)
+    first = Path(cfg.landing[0].root) / f"set-{seeds[0]}"
+    for path in sorted(p for p in first.rglob("*") if p.is_file())[:burned_in]:
+        ds = pydicom.dcmread(path)
+        ds.BurnedInAnnotation = "YES"
+        ds.save_as(path)
+    assert run_ingest(cfg)["catalogued"] == 6 * len(seeds)
+    return cfg
+
+
+def _pacs_export(cfg: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "plugins"), "PACS_PSEUDONYM_KEY": KEY}
+    return subprocess.run([sys.executable, "-m", "pacs.cli", "--config", str(cfg.path), "export", *args],
+                          capture_output=True, text=True, timeout=180, env=env)
+
+
+def test_a_burned_in_instance_is_left_out_listed_and_the_export_is_partial(archive, tmp_path: Path) -> None:
+    import csv
+
+    import pydicom
+
+    from pacs.export.deidentify import Deidentifier
+
+    cfg = _small_archive(archive, burned_in=1)
+    rows = _q(cfg, "SELECT patient_id, study_instance_uid, series_instance_uid, sop_instance_uid FROM image "
+                   "JOIN study USING (study_instance_uid)")
+    refused_sops = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID
+                    for p in Path(cfg.online.root).rglob("*.dcm")
+                    if pydicom.dcmread(p, stop_before_pixels=True).get("BurnedInAnnotation") == "YES"}
+    assert len(refused_sops) == 1
+    (study,), target = {r[1] for r in rows}, tmp_path / "cohort"
+    deid = Deidentifier(KEY.encode())
+
+    got = _pacs_export(cfg, "--to", str(target), "--study", study, "--deidentify")
+    assert got.returncode == 1, got.stderr
+    note = got.stderr.splitlines()[-1]  # one line says what happened and where the list is
+    assert note.startswith("pacs export: partial: 5 of 6 instance(s)") and "1 refused" in note
+    assert "burned_in_annotation" in note and note.endswith(str(target / "refused.csv"))
+    out = json.loads(got.stdout)
+    assert (out["status"], out["refused"], out["files"]) == ("partial", 1, 5)
+
+    (sop,) = refused_sops
+    with open(target / "refused.csv", newline="") as f:
+        listed = list(csv.DictReader(f))
+    assert [(r["sop_instance_uid"], r["reason"]) for r in listed] == [(deid.uid(sop), "burned_in_annotation")]
+    manifest = pq.read_table(target / "manifest.parquet").to_pylist()
+    assert len(manifest) == 5 and deid.uid(sop) not in {r["sop_instance_uid"] for r in manifest}
+    assert len(list(target.rglob("*.dcm"))) == 5
+    originals = {v for row in rows for v in row}
+    text = (target / "refused.csv").read_text() + (target / "manifest.csv").read_text() + got.stderr + got.stdout
+    assert not {v for v in originals if v in text}  # neither the patient nor an original UID
+
+    again = _pacs_export(cfg, "--to", str(target), "--study", study, "--deidentify")  # resumed: the same verdict
+    assert again.returncode == 1 and json.loads(again.stdout)["refused"] == 1
+    assert json.loads(again.stdout)["resumed_files"] == 6
+
+
+def test_a_deidentified_file_names_the_catalogue_patient_after_a_merge(archive, tmp_path: Path) -> None:
+    import pydicom
+
+    from pacs.admin.corrections import patient_merge
+    from pacs.analyst.deid import pseudonym
+
+    cfg = _small_archive(archive, seeds=(62, 63))
+    (old, study, images), = _q(cfg, "SELECT patient_id, study_instance_uid, image_count FROM study ORDER BY 1, 2 "
+                                    "LIMIT 1")
+    (into,), = _q(cfg, "SELECT patient_id FROM study WHERE patient_id <> $p LIMIT 1", {"p": old})
+    patient_merge(cfg, from_patient=old, into_patient=into, reason="duplicate registration", run_id="test-merge")
+
+    out = export(cfg, str(tmp_path / "cohort"), selection(cfg, studies=[study]), deidentify=True, key=KEY.encode())
+    files = sorted((tmp_path / "cohort").rglob("*.dcm"))
+    assert out["status"] == "complete" and len(files) == out["files"] == images
+    expected = pseudonym(KEY.encode(), "patient", into)
+    assert {pydicom.dcmread(p, stop_before_pixels=True).PatientID for p in files} == {expected}
+    assert {p.relative_to(tmp_path / "cohort").parts[0] for p in files} == {expected}
