@@ -55,7 +55,7 @@ import pyarrow.parquet as pq
 
 from pacs import store
 from pacs.catalogue import backup as backups
-from pacs.catalogue import db
+from pacs.catalogue import db, merge
 from pacs.config import Config
 from pacs.errors import HeaderError, UsageError
 
@@ -413,10 +413,10 @@ def _departmental(con: duckdb.DuckDBPyConnection, now: dt.datetime) -> None:
     images, from the same header columns the intake's merge reads (``merge_departmental.sql``);
     parts written before those columns existed have none."""
     columns = {r[0] for r in con.execute("SELECT column_name FROM (DESCRIBE rebuilt)").fetchall()}
-    if not {"acquisition", "dose_report"} <= columns:
+    if not set(merge.DEPARTMENTAL_COLUMNS) <= columns:
         return
-    present = con.execute("SELECT count(*) FROM rebuilt WHERE acquisition IS NOT NULL OR dose_report IS NOT NULL"
-                          ).fetchall()[0][0]
+    present = con.execute("SELECT count(*) FROM rebuilt WHERE "
+                          + " OR ".join(f"{c} IS NOT NULL" for c in merge.DEPARTMENTAL_COLUMNS)).fetchall()[0][0]
     if present:
         con.execute("CREATE OR REPLACE TEMP VIEW new_images AS SELECT * FROM rebuilt")
         db.run_all(con, ("merge_departmental", "rebuild_departmental"), {"now": now})

@@ -282,10 +282,7 @@ def acquisition_values(ds: Dataset, modality: str | None, encodings: Callable[[]
             continue
         try:
             value = _element(ds, field.keyword, field.kind, encodings)
-        except _Malformed:
-            invalid.append(field.keyword)
-            continue
-        except Exception:  # noqa: BLE001 - whatever is wrong with one value, the image is catalogued
+        except Exception:  # noqa: BLE001 - _Malformed, or whatever else is wrong with one value: the image is catalogued
             invalid.append(field.keyword)
             continue
         if value is not None:
