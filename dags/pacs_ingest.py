@@ -20,6 +20,9 @@ Every 15 minutes (``PACS_INGEST_SCHEDULE``), for every landing location of the c
    now that their outcome is committed; *snapshot* — the Parquet snapshot for analysts is
    refreshed. The ``pacs_catalogue`` Asset event carries the run's counts. (One task rather
    than three: each Airflow task costs a fixed overhead, and the three share the writer's slot.)
+   The three run in a fresh interpreter started by the task (``pacs.isolate``), so that DuckDB's
+   working set is not added to the task's Airflow process and ends with the step; it dies with
+   the task, and its log lines are the task's.
 
 ``resubmit`` and ``merge`` run on the Celery queue ``catalogue`` (the catalogue's host); a run
 not finished ``PACS_INGEST_DEADLINE_MINUTES`` (60) after it was queued raises a deadline alert.
@@ -99,19 +102,12 @@ def pacs_ingest() -> None:
 
     @task(pool=POOL, queue=CATALOGUE_QUEUE, trigger_rule="all_done_min_one_success", outlets=[CATALOGUE])
     def merge(batch_ids: list[str], run_id: str | None = None, outlet_events: Any = None) -> dict[str, Any]:
-        from pacs.catalogue import refresh as refresh_snapshot
+        from pacs import isolate
         from pacs.config import load_config
-        from pacs.intake import finalize_batches, last_sweep, merge_batches
 
-        cfg = load_config()
-        summary = merge_batches(cfg, batch_ids, run_id=run_id or "manual")
-        cleaned = finalize_batches(cfg, batch_ids)
-        info = refresh_snapshot(cfg)
-        swept = last_sweep(cfg)
-        extra = {**summary, **cleaned, "snapshot_files_written": info["written"],
-                 "snapshot_bytes_written": info["bytes_written"],
-                 "waiting": swept.get("waiting", 0), "future_dated": swept.get("future_dated", 0),
-                 "missing_landing": swept.get("missing_landing", [])}
+        cfg = load_config()  # DuckDB's working set ends with the merge's own process (pacs.isolate)
+        extra = isolate.run("pacs.intake:merge_step", env=isolate.connection_env(cfg), config=str(cfg.path),
+                            batch_ids=list(batch_ids), run_id=run_id or "manual")
         if outlet_events is not None:
             outlet_events[CATALOGUE].extra = extra
         return extra

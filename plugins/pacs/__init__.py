@@ -11,6 +11,7 @@ Shared
   - ``dagkit``               what DAG files import at parse time: pool, queue, assets, default args, task,
                              date, deadline alerts, the plan approval
   - ``alerts``               failure and deadline alerts of the DAGs (log, JSON record, optional webhook)
+  - ``isolate``              a task's step in a fresh interpreter (the ingest merge): its memory ends with it
   - ``demo``                 ``make demo``: a synthetic hospital through ``pacs_ingest``
 
 Store: where bytes live

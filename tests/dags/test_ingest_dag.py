@@ -161,10 +161,10 @@ def test_pacs_ingest_end_to_end(ingest_env, tmp_path: Path, capfd: pytest.Captur
 KILLED_RUN = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {plugins!r})
-    from pacs import intake
+    from pacs import isolate
     def die(*a, **k):
         os.kill(os.getpid(), signal.SIGKILL)
-    intake.merge_batches = die      # the merge task dies the moment it starts
+    isolate.run = die      # the merge task dies the moment it starts
     from airflow.dag_processing.dagbag import DagBag
     DagBag(dag_folder={dags!r}).dags["pacs_ingest"].test()
 """)

@@ -29,7 +29,7 @@ from pacs.intake.process import MAX_ATTEMPTS, process_batch
 from pacs.intake.staged import STAGED_SCHEMA
 
 __all__ = ["MAX_ATTEMPTS", "STAGED_SCHEMA", "finalize_batch", "finalize_batches", "last_sweep", "merge_batches",
-           "nothing_to_take", "process_batch", "run_ingest", "sweep"]
+           "merge_step", "nothing_to_take", "process_batch", "run_ingest", "sweep"]
 
 log = logging.getLogger(__name__)
 
@@ -58,3 +58,19 @@ def run_ingest(cfg: Config, *, run_id: str = "manual", now: dt.datetime | None =
     merged["missing_landing"] = stats.missing_landing
     merged["failed_batches"], merged["left_to_other_runs"] = len(failed), owned + stats.owned_elsewhere
     return merged
+
+
+def merge_step(config: str, batch_ids: list[str], *, run_id: str) -> dict[str, Any]:
+    """The ``merge`` task's work: merge the batches, finalize them, refresh the snapshot; returns
+    the summary the task reports. The DAG runs it in a process of its own (:mod:`pacs.isolate`)."""
+    from pacs.config import load_config
+
+    cfg = load_config(config)
+    summary = merge_batches(cfg, batch_ids, run_id=run_id)
+    cleaned = finalize_batches(cfg, batch_ids)
+    info = catalogue.refresh(cfg)
+    swept = last_sweep(cfg)
+    return {**summary, **cleaned, "snapshot_files_written": info["written"],
+            "snapshot_bytes_written": info["bytes_written"],
+            "waiting": swept.get("waiting", 0), "future_dated": swept.get("future_dated", 0),
+            "missing_landing": swept.get("missing_landing", [])}

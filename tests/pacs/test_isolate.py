@@ -1,0 +1,123 @@
+"""pacs.isolate: a step run in a fresh interpreter gives back its result or its error, and dies with the task."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from pacs import isolate
+from pacs.errors import ConfigError, TransientError, is_terminal
+
+ROOT = Path(__file__).resolve().parents[2]
+
+STEPS = textwrap.dedent('''
+    import os, pickle, signal, time
+    from pacs.errors import ConfigError
+
+    def add(a, b):
+        return {"sum": a + b, "pid": os.getpid(), "conn": os.environ.get("AIRFLOW_CONN_PACS_TEST")}
+
+    class Odd(Exception):
+        def __init__(self, a, b):
+            super().__init__(f"{a}/{b}")
+
+    def odd():
+        raise Odd(1, 2)
+
+    def terminal():
+        raise ConfigError("pacs.yaml: online: no such folder; create it")
+
+    def die():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def linger(pid_file):
+        with open(pid_file, "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(120)
+''')
+
+
+@pytest.fixture
+def steps(tmp_path: Path) -> dict[str, str]:
+    (tmp_path / "isolate_steps.py").write_text(STEPS)
+    return {"PYTHONPATH": str(tmp_path)}
+
+
+def test_step_runs_in_another_process_and_returns_its_result(steps: dict[str, str]) -> None:
+    out = isolate.run("isolate_steps:add", env={**steps, "AIRFLOW_CONN_PACS_TEST": "aws://"}, a=2, b=3)
+    assert out["sum"] == 5
+    assert out["pid"] != os.getpid()
+    assert out["conn"] == "aws://"  # the environment given reaches the step
+
+
+def test_terminal_error_comes_back_as_itself(steps: dict[str, str]) -> None:
+    with pytest.raises(ConfigError, match="no such folder") as info:
+        isolate.run("isolate_steps:terminal", env=steps)
+    assert is_terminal(info.value)  # so the task still fails at once, without retries
+
+
+def test_error_that_cannot_be_pickled_keeps_its_message_and_kind(steps: dict[str, str]) -> None:
+    with pytest.raises(TransientError, match="Odd: 1/2") as info:
+        isolate.run("isolate_steps:odd", env=steps)
+    assert not is_terminal(info.value)
+
+
+def test_step_killed_is_a_retryable_error_naming_the_signal(steps: dict[str, str]) -> None:
+    with pytest.raises(isolate.StepDiedError, match="signal 9") as info:
+        isolate.run("isolate_steps:die", env=steps)
+    assert not is_terminal(info.value)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_step_dies_with_a_task_killed_by_sigkill(steps: dict[str, str], tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'plugins')!r})\n"
+            "from pacs import isolate\n"
+            f"isolate.run('isolate_steps:linger', env={steps!r}, pid_file={str(pid_file)!r})\n")
+    task = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 60
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    assert _alive(child)
+    task.send_signal(signal.SIGKILL)
+    task.wait()
+    deadline = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child), "the step outlived its task"
+
+
+def test_connections_already_in_the_environment_are_not_looked_up(tmp_path: Path, monkeypatch) -> None:
+    from pacs.config import load_config
+
+    cfg_path = tmp_path / "pacs.yaml"
+    cfg_path.write_text(textwrap.dedent(f"""
+        landing: {tmp_path}/landing
+        online: {tmp_path}/online
+        offline: {{url: "s3://archive/offline", conn_id: pacs_offline}}
+        quarantine: {tmp_path}/quarantine
+        catalogue: {{duckdb: {tmp_path}/pacs.duckdb, parquet: {tmp_path}/parquet}}
+    """))
+    monkeypatch.setenv("AIRFLOW_CONN_PACS_OFFLINE", '{"conn_type": "aws"}')
+    assert isolate.connection_env(load_config(cfg_path)) == {}
+
+
+def test_missing_config_is_one_clear_line() -> None:
+    with pytest.raises(ConfigError, match=r"pacs\.yaml"):
+        isolate.run("pacs.intake:merge_step", config="/nonexistent/pacs.yaml", batch_ids=[], run_id="t")
