@@ -11,10 +11,11 @@ it exits (``bench/backlog_rss.py`` measures both).
 What the child is given and gives back:
 
 - the step, named ``"module:function"``, and its keyword arguments, pickled over its stdin;
-- the task's environment, plus ``AIRFLOW_CONN_<ID>`` for each Airflow connection the
-  configuration's locations name (:func:`connection_env`): the child is not a task and cannot
-  ask Airflow's supervisor for them; the environment is Airflow's own way to hand one over, and
-  it is never logged or written to disk;
+- the task's environment, in the mode Airflow gives task code run in another interpreter (no
+  metadata-DB engine, which a task may not use anyway), plus ``AIRFLOW_CONN_<ID>`` for each
+  Airflow connection the configuration's locations name (:func:`connection_env`): the child is
+  not a task and cannot ask Airflow's supervisor for them; the environment is Airflow's own way
+  to hand one over, and it is never logged or written to disk;
 - its result, or the exception it raised (the same class, so a terminal error still fails the
   task at once), pickled into a file of a private temporary folder;
 - its log records on its stderr, which is the task's: they appear in the task's log.
@@ -41,7 +42,7 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pacs.errors import TerminalError, TransientError, is_terminal
+from pacs.errors import PacsError, TerminalError, TransientError, is_terminal
 
 if TYPE_CHECKING:
     from pacs.config import Config
@@ -82,7 +83,10 @@ def run(target: str, /, *, env: dict[str, str] | None = None, **kwargs: Any) -> 
         The child ended without a result (its exit status is named); the step is retried.
     """
     package_root = str(Path(__file__).resolve().parent.parent)
-    child_env = {**os.environ, **(env or {}), _PARENT_ENV: str(os.getpid())}
+    # PYTHON_OPERATORS_VIRTUAL_ENV_MODE: Airflow's own mode for task code in another interpreter
+    # (PythonVirtualenvOperator) — importing Airflow then sets up no metadata-DB engine, which a task
+    # may not use anyway (inside a task its URL is deliberately unparsable)
+    child_env = {**os.environ, "PYTHON_OPERATORS_VIRTUAL_ENV_MODE": "1", **(env or {}), _PARENT_ENV: str(os.getpid())}
     child_env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, child_env.get("PYTHONPATH", "")) if p)
     with tempfile.TemporaryDirectory(prefix="pacs-isolate-") as tmp:
         result = Path(tmp) / "result.pickle"
@@ -106,7 +110,10 @@ def run(target: str, /, *, env: dict[str, str] | None = None, **kwargs: Any) -> 
     if outcome[0] == "ok":
         return outcome[1]
     exc, child_traceback = outcome[1], outcome[2]
-    log.debug("%s raised in its process:\n%s", target, child_traceback)
+    # an archive error's one line says it all (its traceback only on request); anything else is a
+    # fault worth its traceback, which the parent's own would not show
+    log.log(logging.DEBUG if isinstance(exc, PacsError) else logging.ERROR, "%s raised in its process:\n%s",
+            target, child_traceback)
     raise exc
 
 

@@ -37,6 +37,11 @@ STEPS = textwrap.dedent('''
     def die():
         os.kill(os.getpid(), signal.SIGKILL)
 
+    def s3_fs(conn_id):
+        from pacs.store import Location
+        fs = Location.at("offline", "s3://archive/offline", conn_id=conn_id).fs
+        return type(fs).__name__, fs.client_kwargs.get("endpoint_url") or fs.endpoint_url
+
     def linger(pid_file):
         with open(pid_file, "w") as f:
             f.write(str(os.getpid()))
@@ -116,6 +121,16 @@ def test_connections_already_in_the_environment_are_not_looked_up(tmp_path: Path
     """))
     monkeypatch.setenv("AIRFLOW_CONN_PACS_OFFLINE", '{"conn_type": "aws"}')
     assert isolate.connection_env(load_config(cfg_path)) == {}
+
+
+def test_step_uses_an_airflow_connection_from_inside_a_task(steps: dict[str, str]) -> None:
+    """In a task, Airflow points the metadata DB at a URL that cannot be parsed (tasks have no DB
+    access); the step still imports Airflow's S3 filesystem and finds its connection."""
+    conn = '{"conn_type": "aws", "login": "k", "password": "s", "extra": {"endpoint_url": "http://127.0.0.1:9"}}'
+    env = {**steps, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "airflow-db-not-allowed:///",
+           "AIRFLOW__CORE__SQL_ALCHEMY_CONN": "airflow-db-not-allowed:///", "AIRFLOW_CONN_PACS_TASK_S3": conn}
+    kind, endpoint = isolate.run("isolate_steps:s3_fs", env=env, conn_id="pacs_task_s3")
+    assert kind == "S3FileSystem" and endpoint == "http://127.0.0.1:9"
 
 
 def test_missing_config_is_one_clear_line() -> None:
