@@ -194,7 +194,7 @@ def test_airflow_service_shares_the_common_environment(
     differing = {k for k, v in common.items() if env.get(k) != v}
     assert not differing, f"{name} overrides or drops common variables {sorted(differing)}"
     assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
-    # Airflow's default (5 s) ends every task up to 5 s after it finished (bench/empty_run.py --executor local)
+    # with Airflow's default (5 s) a loaded worker ended tasks up to 5 s after they finished (bench/empty_run.py)
     assert float(env["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"]) <= 1
     assert re.fullmatch(r"postgresql(\+psycopg2)?://[^@]+@postgres(:5432)?/airflow",
                         env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])

@@ -136,3 +136,44 @@ def test_step_uses_an_airflow_connection_from_inside_a_task(steps: dict[str, str
 def test_missing_config_is_one_clear_line() -> None:
     with pytest.raises(ConfigError, match=r"pacs\.yaml"):
         isolate.run("pacs.intake:merge_step", config="/nonexistent/pacs.yaml", batch_ids=[], run_id="t")
+
+
+HANDOVER = textwrap.dedent("""
+    import json, sys
+    sys.path.insert(0, {plugins!r})
+    from pacs import isolate
+    from pacs.config import load_config
+    env = isolate.connection_env(load_config({config!r}))
+    # the step must not find it the way the task did: only through what it is handed
+    env.update({{"PYTHONPATH": {steps!r}, "AIRFLOW__SECRETS__BACKEND": ""}})
+    print(json.dumps({{"names": sorted(k for k in env if k.startswith("AIRFLOW_CONN_")),
+                      "fs": isolate.run("isolate_steps:s3_fs", env=env, conn_id="pacs_kept_s3")}}))
+""")
+
+
+def test_a_connection_kept_in_airflow_reaches_the_step_through_its_environment(
+        steps: dict[str, str], tmp_path: Path) -> None:
+    """A connection the task looks up through Airflow (here a secrets backend; in a deployment the
+    supervisor) is handed to the step as AIRFLOW_CONN_<ID>, which the step's Airflow reads."""
+    import json
+
+    secrets_file = tmp_path / "connections.json"
+    secrets_file.write_text(json.dumps({"pacs_kept_s3": {
+        "conn_type": "aws", "login": "k", "password": "s", "extra": {"endpoint_url": "http://127.0.0.1:8"}}}))
+    cfg_path = tmp_path / "pacs.yaml"
+    cfg_path.write_text(textwrap.dedent(f"""
+        landing: {tmp_path}/landing
+        online: {tmp_path}/online
+        offline: {{url: "s3://archive/offline", conn_id: pacs_kept_s3}}
+        quarantine: {tmp_path}/quarantine
+        catalogue: {{duckdb: {tmp_path}/pacs.duckdb, parquet: {tmp_path}/parquet}}
+    """))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CONN_")}
+    env.update({"AIRFLOW__SECRETS__BACKEND": "airflow.secrets.local_filesystem.LocalFilesystemBackend",
+                "AIRFLOW__SECRETS__BACKEND_KWARGS": json.dumps({"connections_file_path": str(secrets_file)})})
+    code = HANDOVER.format(plugins=str(ROOT / "plugins"), config=str(cfg_path), steps=steps["PYTHONPATH"])
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["names"] == ["AIRFLOW_CONN_PACS_KEPT_S3"]
+    assert out["fs"] == ["S3FileSystem", "http://127.0.0.1:8"]
