@@ -60,8 +60,7 @@ class StepDiedError(TransientError):
 def connection_env(cfg: Config) -> dict[str, str]:
     """``AIRFLOW_CONN_<ID>`` for each connection the configuration's locations name and the
     environment does not already define (looked up through Airflow, i.e. in a task)."""
-    ids = {loc.conn_id for loc in (*cfg.landing, cfg.online, cfg.offline, cfg.quarantine, cfg.work,
-                                   cfg.reports, cfg.parquet) if loc.conn_id}
+    ids = {loc.conn_id for loc in cfg.all_roots() if loc.conn_id}
     env: dict[str, str] = {}
     for conn_id in sorted(ids):
         name = f"AIRFLOW_CONN_{conn_id.upper()}"

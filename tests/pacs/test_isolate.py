@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import write_config
 
 from pacs import isolate
 from pacs.errors import ConfigError, TransientError, is_terminal
@@ -111,14 +112,7 @@ def test_step_dies_with_a_task_killed_by_sigkill(steps: dict[str, str], tmp_path
 def test_connections_already_in_the_environment_are_not_looked_up(tmp_path: Path, monkeypatch) -> None:
     from pacs.config import load_config
 
-    cfg_path = tmp_path / "pacs.yaml"
-    cfg_path.write_text(textwrap.dedent(f"""
-        landing: {tmp_path}/landing
-        online: {tmp_path}/online
-        offline: {{url: "s3://archive/offline", conn_id: pacs_offline}}
-        quarantine: {tmp_path}/quarantine
-        catalogue: {{duckdb: {tmp_path}/pacs.duckdb, parquet: {tmp_path}/parquet}}
-    """))
+    cfg_path = write_config(tmp_path, offline={"url": "s3://archive/offline", "conn_id": "pacs_offline"})
     monkeypatch.setenv("AIRFLOW_CONN_PACS_OFFLINE", '{"conn_type": "aws"}')
     assert isolate.connection_env(load_config(cfg_path)) == {}
 
@@ -160,14 +154,7 @@ def test_a_connection_kept_in_airflow_reaches_the_step_through_its_environment(
     secrets_file = tmp_path / "connections.json"
     secrets_file.write_text(json.dumps({"pacs_kept_s3": {
         "conn_type": "aws", "login": "k", "password": "s", "extra": {"endpoint_url": "http://127.0.0.1:8"}}}))
-    cfg_path = tmp_path / "pacs.yaml"
-    cfg_path.write_text(textwrap.dedent(f"""
-        landing: {tmp_path}/landing
-        online: {tmp_path}/online
-        offline: {{url: "s3://archive/offline", conn_id: pacs_kept_s3}}
-        quarantine: {tmp_path}/quarantine
-        catalogue: {{duckdb: {tmp_path}/pacs.duckdb, parquet: {tmp_path}/parquet}}
-    """))
+    cfg_path = write_config(tmp_path, offline={"url": "s3://archive/offline", "conn_id": "pacs_kept_s3"})
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CONN_")}
     env.update({"AIRFLOW__SECRETS__BACKEND": "airflow.secrets.local_filesystem.LocalFilesystemBackend",
                 "AIRFLOW__SECRETS__BACKEND_KWARGS": json.dumps({"connections_file_path": str(secrets_file)})})
