@@ -23,41 +23,24 @@ WHERE sop_instance_uid IN (SELECT sop_instance_uid FROM purge_deleted);
 
 DELETE FROM image WHERE sop_instance_uid IN (SELECT sop_instance_uid FROM purge_deleted);
 
--- Their departmental rows (schema_departmental.sql) go with them, recorded for the snapshot too.
+-- Their departmental rows (schema_departmental.sql) go with them, recorded for the snapshot too
+-- (one row per image in each table; a dose report's events are recorded once per instance).
 INSERT INTO snapshot_removed
-SELECT 'ct_acquisition', sop_instance_uid, study_instance_uid, $now FROM ct_acquisition
+SELECT kind, sop_instance_uid, study_instance_uid, $now FROM (
+    SELECT 'ct_acquisition' AS kind, sop_instance_uid, study_instance_uid FROM ct_acquisition
+    UNION ALL SELECT 'mr_acquisition', sop_instance_uid, study_instance_uid FROM mr_acquisition
+    UNION ALL SELECT 'dx_exposure', sop_instance_uid, study_instance_uid FROM dx_exposure
+    UNION ALL SELECT 'us_acquisition', sop_instance_uid, study_instance_uid FROM us_acquisition
+    UNION ALL SELECT 'dose_report', sop_instance_uid, study_instance_uid FROM dose_report
+    UNION ALL SELECT DISTINCT 'dose_event', sop_instance_uid, study_instance_uid FROM dose_event
+) departmental
 WHERE sop_instance_uid IN (SELECT sop_instance_uid FROM purge_deleted);
 
 DELETE FROM ct_acquisition WHERE sop_instance_uid IN (SELECT sop_instance_uid FROM purge_deleted);
-
-INSERT INTO snapshot_removed
-SELECT 'mr_acquisition', sop_instance_uid, study_instance_uid, $now FROM mr_acquisition
-WHERE sop_instance_uid IN (SELECT sop_instance_uid FROM purge_deleted);
-
 DELETE FROM mr_acquisition WHERE sop_instance_uid IN (SELECT sop_instance_uid FROM purge_deleted);
-
-INSERT INTO snapshot_removed
-SELECT 'dx_exposure', sop_instance_uid, study_instance_uid, $now FROM dx_exposure
-WHERE sop_instance_uid IN (SELECT sop_instance_uid FROM purge_deleted);
-
 DELETE FROM dx_exposure WHERE sop_instance_uid IN (SELECT sop_instance_uid FROM purge_deleted);
-
-INSERT INTO snapshot_removed
-SELECT 'us_acquisition', sop_instance_uid, study_instance_uid, $now FROM us_acquisition
-WHERE sop_instance_uid IN (SELECT sop_instance_uid FROM purge_deleted);
-
 DELETE FROM us_acquisition WHERE sop_instance_uid IN (SELECT sop_instance_uid FROM purge_deleted);
-
-INSERT INTO snapshot_removed
-SELECT 'dose_report', sop_instance_uid, study_instance_uid, $now FROM dose_report
-WHERE sop_instance_uid IN (SELECT sop_instance_uid FROM purge_deleted);
-
 DELETE FROM dose_report WHERE sop_instance_uid IN (SELECT sop_instance_uid FROM purge_deleted);
-
-INSERT INTO snapshot_removed
-SELECT DISTINCT 'dose_event', sop_instance_uid, study_instance_uid, $now FROM dose_event
-WHERE sop_instance_uid IN (SELECT sop_instance_uid FROM purge_deleted);
-
 DELETE FROM dose_event WHERE sop_instance_uid IN (SELECT sop_instance_uid FROM purge_deleted);
 
 CREATE OR REPLACE TEMP TABLE purge_empty_series AS
